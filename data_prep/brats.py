@@ -1,0 +1,274 @@
+"""Turn a BraTS 2018-2023+ or MSD Task01 download into a checked MONAI datalist JSON with MCKD's splits.
+
+Usage::
+
+    python -m data_prep.brats --root DIR --out datalist.json [--layout auto|brats2018|brats2021|brats2023|msd]
+        [--split paper|kfold:K:I|ratio:R] [--seed S] [--strict] [--allow-missing-modalities] [--jobs N]
+
+Every case is checked (missing, unreadable or corrupt files, wrong dimensionality, shape/affine mismatch, label values
+outside the release's convention, NaN/Inf, all-zero images). Bad cases are skipped with a warning naming case, file
+and reason (``--strict``: nothing is written). Paths in the datalist are relative to the datalist's folder, so
+``monai.data.load_decathlon_datalist(path, data_list_key=...)`` resolves them with its default ``base_dir``.
+
+Exit status: 0 datalist written (possibly with skipped cases); 1 ``--strict`` and a case has a problem;
+2 usage error (bad argument, ``--root`` not a folder, no case found, malformed ``dataset.json``, output not writable,
+too few cases for the split) or no usable case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+from mckd.brats.conventions import LAYOUTS, MODALITIES
+from mckd.fileio import ensure_not_input, write_json_atomic
+
+from ._brats_checks import CaseCheck, Problem, check_case
+from ._brats_discovery import CaseFiles, LayoutError, discover_cases
+from ._brats_splits import SplitSpec, split_cases
+
+__all__ = ["EXIT_OK", "EXIT_STRICT", "EXIT_USAGE", "PreparationError", "Preparation", "prepare_datalist", "main"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_STRICT, EXIT_USAGE = 0, 1, 2
+#: Datalist keys of the case lists, in the order they are written.
+SPLIT_KEYS: tuple[str, ...] = ("training", "meta_validation", "validation", "testing")
+#: Per-case keys whose values MONAI's datalist loader may rewrite into paths when a same-named file exists.
+_NON_PATH_KEYS: tuple[str, ...] = ("case_id", "label_convention")
+
+
+class PreparationError(Exception):
+    """Preparation stopped; ``status`` is the exit status and ``problems`` the per-case problems (if any)."""
+
+    def __init__(self, message: str, status: int, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.problems = tuple(problems)
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What :func:`prepare_datalist` wrote.
+
+    Attributes:
+        out: the datalist file.
+        layout: the layout read.
+        datalist: the JSON content written.
+        problems: problems of the skipped cases.
+    """
+
+    out: Path
+    layout: str
+    datalist: dict[str, Any]
+    problems: tuple[Problem, ...]
+
+
+def _check_all(
+    cases: Sequence[CaseFiles], root: Path, layout: str, allow_missing: bool, jobs: int
+) -> list[CaseCheck]:
+    """Check every case (in ``jobs`` threads; gzip and numpy release the GIL) with a progress bar on a terminal."""
+    convention = LAYOUTS[layout].label_convention
+
+    def check(case: CaseFiles) -> CaseCheck:
+        return check_case(case, root, convention, allow_missing)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = pool.map(check, cases)
+        return list(tqdm(results, total=len(cases), desc="checking cases", unit="case", disable=None, leave=False))
+
+
+def _relative(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` with forward slashes."""
+    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+
+
+def _entry(check: CaseCheck, layout: str, base: Path, allow_missing: bool) -> dict[str, Any]:
+    """The datalist item of one usable case."""
+    case = check.case
+    images = case.images
+    entry: dict[str, Any] = {
+        "case_id": case.case_id,
+        "image": _relative(images, base) if isinstance(images, Path) else [_relative(p, base) for p in images],
+    }
+    if case.label is not None:
+        entry["label"] = _relative(case.label, base)
+    entry["label_convention"] = LAYOUTS[layout].label_convention.name
+    if allow_missing:
+        entry["available"] = list(check.available)
+    return entry
+
+
+def _stratum(check: CaseCheck) -> tuple[str, bool]:
+    """Stratification key of a labelled case: its grade folder (if any) and whether it has enhancing tumour."""
+    return (check.case.group or "", bool(check.has_enhancing))
+
+
+def _warn_about_loader_rewrites(datalist: dict[str, Any], base: Path) -> None:
+    """Warn when MONAI's ``load_decathlon_datalist`` would turn a case id or convention name into a path.
+
+    The loader joins every string value with its ``base_dir`` when the result exists; a case folder or a folder named
+    like the convention beside the datalist would be mistaken for such a path.
+    """
+    clashes = {
+        item[key]
+        for split in SPLIT_KEYS
+        for item in datalist[split]
+        for key in _NON_PATH_KEYS
+        if (base / item[key]).exists()
+    }
+    if clashes:
+        logger.warning(
+            "'%s' holds entries named %s: monai.data.load_decathlon_datalist would read these values as paths; "
+            "write the datalist into another folder",
+            base, ", ".join(sorted(clashes)[:5]),
+        )
+
+
+def _assemble(
+    checks: Sequence[CaseCheck], layout: str, spec: SplitSpec, seed: int, base: Path, allow_missing: bool
+) -> dict[str, Any]:
+    """The datalist JSON content of the usable cases."""
+    entries = {c.case.case_id: _entry(c, layout, base, allow_missing) for c in checks}
+    labelled = [(c.case.case_id, _stratum(c)) for c in checks if c.case.label is not None]
+    assignment = split_cases(labelled, spec, seed) if labelled else {k: [] for k in SPLIT_KEYS[:3]}
+    assignment["testing"] = [c.case.case_id for c in checks if c.case.label is None]
+    convention = LAYOUTS[layout].label_convention
+    datalist: dict[str, Any] = {
+        "name": f"BraTS datalist ({layout})",
+        "description": "written by data_prep.brats; image/label paths are relative to this file's folder",
+        "layout": layout,
+        "label_convention": convention.name,
+        "labels": {"0": "background", **{str(v): name for v, name in convention.labels.items()}},
+        "modalities": list(MODALITIES),
+        "split": str(spec),
+        "seed": seed,
+        **{f"num_{key}": len(assignment[key]) for key in SPLIT_KEYS},
+    }
+    datalist.update({key: [entries[case_id] for case_id in assignment[key]] for key in SPLIT_KEYS})
+    return datalist
+
+
+def _warn_unlabelled(checks: Sequence[CaseCheck]) -> None:
+    """A root mixing labelled and unlabelled cases is unusual: say which cases go to ``testing``."""
+    unlabelled = [c.case.case_id for c in checks if c.case.label is None]
+    if unlabelled and len(unlabelled) < len(checks):
+        logger.warning(
+            "%d case(s) have no label file and go to 'testing': %s", len(unlabelled), ", ".join(unlabelled[:10])
+        )
+
+
+def prepare_datalist(
+    root: str | Path,
+    out: str | Path,
+    layout: str = "auto",
+    split: str = "paper",
+    seed: int = 0,
+    strict: bool = False,
+    allow_missing_modalities: bool = False,
+    jobs: int = 1,
+) -> Preparation:
+    """Check every case under ``root`` and write the datalist ``out``.
+
+    Args:
+        root: dataset folder.
+        out: datalist JSON to write (atomically); paths inside are relative to its folder.
+        layout: ``auto`` or a key of ``mckd.brats.conventions.LAYOUTS``.
+        split: ``paper``, ``kfold:K:I`` or ``ratio:R`` (see :func:`data_prep._brats_splits.split_cases`).
+        seed: seed of the split.
+        strict: raise instead of skipping cases with problems.
+        allow_missing_modalities: keep cases with absent modality files; every item then carries ``available``
+            (four booleans in ``MODALITIES`` order) and absent files keep their expected path in ``image``.
+        jobs: number of threads checking cases.
+
+    Raises:
+        PreparationError: with ``status`` :data:`EXIT_STRICT` (strict and problems) or :data:`EXIT_USAGE` (usage
+            error, no usable case, output not writable).
+    """
+    root, out = Path(root), Path(out)
+    try:
+        spec = SplitSpec.parse(split)
+        if jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {jobs}.")
+        if out.is_dir():
+            raise ValueError(f"--out '{out}' is a folder; give the datalist's file name.")
+        layout, cases = discover_cases(root, layout)
+        ensure_not_input(out, [root / "dataset.json"])
+    except (ValueError, LayoutError) as err:
+        raise PreparationError(str(err), EXIT_USAGE) from err
+    checks = _check_all(cases, root, layout, allow_missing_modalities, jobs)
+    problems = tuple(p for c in checks for p in c.problems)
+    usable = [c for c in checks if not c.problems]
+    if problems and strict:
+        raise PreparationError(f"{len(checks) - len(usable)} of {len(checks)} cases have problems", EXIT_STRICT, problems)
+    if not usable:
+        raise PreparationError(f"no usable case among {len(checks)} under '{root}'", EXIT_USAGE, problems)
+    _warn_unlabelled(usable)
+    try:
+        datalist = _assemble(usable, layout, spec, seed, out.parent, allow_missing_modalities)
+        datalist["skipped"] = [{"case_id": p.case_id, "file": p.file, "reason": p.reason} for p in problems]
+        _warn_about_loader_rewrites(datalist, out.parent)
+        write_json_atomic(out, datalist)
+    except (ValueError, PermissionError) as err:
+        raise PreparationError(str(err), EXIT_USAGE, problems) from err
+    return Preparation(out, layout, datalist, problems)
+
+
+def _log_problems(header: str, problems: Sequence[Problem], level: int) -> None:
+    """Log ``header`` then one line per problem."""
+    logger.log(level, "%s:", header)
+    for problem in problems:
+        logger.log(level, "  %s", problem)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """Command-line interface."""
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep.brats",
+        description="Check a BraTS / MSD Task01 download and write a MONAI datalist JSON with MCKD's splits.",
+    )
+    parser.add_argument("--root", required=True, type=Path, help="dataset folder")
+    parser.add_argument("--out", required=True, type=Path, help="datalist JSON to write")
+    parser.add_argument("--layout", default="auto", help="auto (default), " + ", ".join(LAYOUTS))
+    parser.add_argument("--split", default="paper", help="paper (default), kfold:K:I (0-based I) or ratio:R")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    parser.add_argument("--strict", action="store_true", help="fail (exit 1) when any case has a problem")
+    parser.add_argument(
+        "--allow-missing-modalities", action="store_true", help="keep cases with absent modality files"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="threads checking cases (default 1)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit status (see the module docstring)."""
+    args = _parser().parse_args(argv)
+    try:
+        result = prepare_datalist(
+            args.root, args.out, args.layout, args.split, args.seed, args.strict, args.allow_missing_modalities,
+            args.jobs,
+        )
+    except PreparationError as err:
+        if err.problems:
+            _log_problems("problems found", err.problems, logging.ERROR)
+        logger.error("error: %s", err)
+        return err.status
+    if result.problems:
+        skipped = len({p.case_id for p in result.problems})
+        _log_problems(f"skipped {skipped} case(s) with problems", result.problems, logging.WARNING)
+    counts = ", ".join(f"{key} {result.datalist[f'num_{key}']}" for key in SPLIT_KEYS)
+    logger.info("%s: %s layout, split %s: %s", result.out, result.layout, result.datalist["split"], counts)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sys.exit(main())
