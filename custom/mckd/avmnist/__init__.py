@@ -1,0 +1,1 @@
+"""AV-MNIST (handwritten digit image + spoken digit audio) specifics: conventions, data loading and evaluation."""
