@@ -29,7 +29,8 @@ from typing import Any, Union
 import nibabel as nib
 import numpy as np
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, SaveImage, Transform
+from monai.data import MetaTensor, NibabelWriter
+from monai.transforms import MapTransform, Transform
 
 from mckd.brats.conventions import LAYOUTS, MODALITIES
 from mckd.brats.transforms import CaseError
@@ -383,30 +384,37 @@ class SaveCasePrediction(Transform):
     The affine comes from the MetaTensor's meta: after ``Invertd`` it is the input's original affine, so the file lies
     in the input's original space and orientation. Writing goes to a temporary name that is renamed on success.
 
+    Why not ``SaveImage``: it writes straight to the final name (a crash leaves a truncated file), and in MONAI 1.6.1
+    its writer's resampling step, run even with ``resample=False``, treats a squeezed single-channel 3D volume as 2D
+    and fails on affines that swap a through-plane axis into the first two (sagittal or coronal acquisitions). The
+    prediction is already on the input grid after ``Invertd``, so the data go to MONAI's ``NibabelWriter`` as they are.
+
     Args:
         output_dir: the output folder.
         postfix: appended to the case id. Default ``"_seg"``.
         output_dtype: dtype written to disk. Default ``np.uint8`` (label maps); use ``np.float32`` for probabilities.
-        resample: passed to MONAI's ``SaveImage``: resample to ``original_affine`` before writing. Default False
-            (the prediction is expected to be inverted with ``Invertd`` already).
     """
 
-    def __init__(
-        self, output_dir: PathLike, postfix: str = "_seg", output_dtype: Any = np.uint8, resample: bool = False
-    ) -> None:
+    def __init__(self, output_dir: PathLike, postfix: str = "_seg", output_dtype: Any = np.uint8) -> None:
         self.output_dir = Path(output_dir)
         self.postfix = postfix
-        self.saver = SaveImage(
-            output_ext=".nii.gz", output_dtype=output_dtype, resample=resample, print_log=False, separate_folder=False
-        )
+        self.output_dtype = output_dtype
 
     def __call__(self, pred: Any, case_id: str, inputs: Sequence[PathLike | None] | PathLike | None = None) -> Path:
-        """Write ``pred`` for ``case_id``; ``inputs`` are the case's input paths to protect. Returns the path."""
+        """Write ``pred`` for ``case_id``; ``inputs`` are the case's input paths to protect. Returns the path.
+
+        Raises:
+            ValueError: when the output would overwrite an input or land inside an input folder.
+            CaseError: when the file cannot be written.
+        """
         target = prediction_path(self.output_dir, case_id, inputs, postfix=self.postfix)
+        writer = NibabelWriter(output_dtype=self.output_dtype)
+        writer.set_data_array(pred, channel_dim=0)
+        writer.affine = pred.affine if isinstance(pred, MetaTensor) else None
         try:
             with atomic_path(target) as tmp:
-                self.saver(pred, filename=str(tmp)[: -len(".nii.gz")])
-        except (OSError, RuntimeError) as err:
+                writer.write(tmp)
+        except OSError as err:
             raise CaseError(case_id, f"cannot write the prediction: {err}", target) from err
         logger.info("case '%s': wrote %s", case_id, target)
         return target
@@ -423,7 +431,6 @@ class SaveCasePredictiond(MapTransform):
         output_dir: the output folder.
         postfix: appended to the case id. Default ``"_seg"``.
         output_dtype: see :class:`SaveCasePrediction`.
-        resample: see :class:`SaveCasePrediction`.
         case_id_key: key of the case id. Default ``"case_id"``.
         inputs_key: key of the case's input paths (kept by the datalist). Default ``"inputs"``.
         path_key: where the written path is stored in the data dict, if given. Default None.
@@ -436,14 +443,13 @@ class SaveCasePredictiond(MapTransform):
         output_dir: PathLike,
         postfix: str = "_seg",
         output_dtype: Any = np.uint8,
-        resample: bool = False,
         case_id_key: str = "case_id",
         inputs_key: str = "inputs",
         path_key: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.saver = SaveCasePrediction(output_dir, postfix=postfix, output_dtype=output_dtype, resample=resample)
+        self.saver = SaveCasePrediction(output_dir, postfix=postfix, output_dtype=output_dtype)
         self.case_id_key = case_id_key
         self.inputs_key = inputs_key
         self.path_key = path_key
