@@ -64,9 +64,10 @@ class ModalityImportance(nn.Module):
 class PairwiseDistillationLoss(nn.Module):
     """Sum over ordered pairs of available modalities of ``(p_i / p_j) * dist(f_i, f_j)``, averaged over the batch.
 
-    For each sample ``b`` the loss is ``sum_{i != j, a[b, i] and a[b, j]} (p_i / p_j) * dist(f[b, i].detach(), f[b, j])``
-    and the result is the mean over the ``B`` samples. Teacher features ``f_i`` and the pair weights are detached,
-    so gradients reach only the student features (never ``w``). Both directions of a pair are counted, with reciprocal
+    For each sample ``b`` the loss is
+    ``sum_{i != j, a[b, i] and a[b, j]} (p_i / p_j) * dist(f[b, i].detach(), f[b, j])``, and the result is
+    the mean over the ``B`` samples. Teacher features ``f_i`` and the pair weights are detached, so gradients reach
+    only the student features (never ``w``). Both directions of a pair are counted, with reciprocal
     weights. A sample with a single available modality contributes 0. Features of missing modalities are never read.
 
     Args:
@@ -102,16 +103,19 @@ class PairwiseDistillationLoss(nn.Module):
         Args:
             features: per-modality features ``[B, M, *F]`` (any number of trailing dimensions, at least one).
             available: boolean availability ``[B, M]``.
-            probabilities: modality importance ``p`` of shape ``[M]`` (for example ``ModalityImportance.probabilities()``).
+            probabilities: modality importance ``p`` of shape ``[M]``, e.g. ``ModalityImportance.probabilities()``.
 
         Raises:
             ValueError: when the shapes of the three inputs do not agree.
         """
         if features.ndim < 3:
-            raise ValueError(f"features must have shape [B, M, *F] with at least one feature dimension, got {tuple(features.shape)}.")
+            raise ValueError(
+                f"features must have shape [B, M, *F] with at least one feature dimension, got {tuple(features.shape)}."
+            )
         if tuple(available.shape) != tuple(features.shape[:2]):
             raise ValueError(
-                f"available must have shape [B, M] = {tuple(features.shape[:2])} matching features, got {tuple(available.shape)}."
+                f"available must have shape [B, M] = {tuple(features.shape[:2])} matching features, "
+                f"got {tuple(available.shape)}."
             )
         num_modalities = features.shape[1]
         if tuple(probabilities.shape) != (num_modalities,):

@@ -1,4 +1,4 @@
-"""The MCKD training engine: a MONAI ``SupervisedTrainer`` whose step adds availability and distillation (MCKD §1.4-1.7).
+"""The MCKD training engine: a MONAI ``SupervisedTrainer`` whose step adds availability and distillation (§1.4-1.7).
 
 One iteration: prepare the batch (any MONAI ``prepare_batch``), draw the per-sample availability
 (:func:`draw_availability`), run the network with ``available=`` while capturing its per-modality features, compute
@@ -79,7 +79,8 @@ def draw_availability(
         data = torch.as_tensor(data_available, device=device).bool()
         if tuple(data.shape) != (batch_size, num_modalities):
             raise ValueError(
-                f"the batch's availability must have shape [B, M] = {(batch_size, num_modalities)}, got {tuple(data.shape)}."
+                f"the batch's availability must have shape [B, M] = {(batch_size, num_modalities)}, "
+                f"got {tuple(data.shape)}."
             )
         empty = torch.nonzero(~data.any(dim=1)).flatten().tolist()
         if empty:
@@ -94,8 +95,9 @@ def draw_availability(
 class MCKDTrainer(SupervisedTrainer):
     """Supervised training with per-sample modality dropout and importance-weighted cross-modal distillation.
 
-    Each iteration computes ``loss = loss_function(pred, label) + kd_weight * distillation_loss(features, available, p)``
-    where ``features`` are the per-modality features the network routes through its ``FeatureTap`` and
+    Each iteration computes
+    ``loss = loss_function(pred, label) + kd_weight * distillation_loss(features, available, p)``, where
+    ``features`` are the per-modality features the network routes through its ``FeatureTap`` and
     ``p = importance.probabilities()`` (updated only by :class:`mckd.handlers.MetaImportanceUpdater`).
     The network is called as ``network(inputs, *args, available=available, **kwargs)`` through ``inferer``.
 
@@ -156,7 +158,9 @@ class MCKDTrainer(SupervisedTrainer):
         if not isinstance(importance, ModalityImportance):
             raise TypeError(f"importance must be a ModalityImportance, got {type(importance).__name__}.")
         if modality_dropout is not None and not isinstance(modality_dropout, ModalityDropout):
-            raise TypeError(f"modality_dropout must be None or a ModalityDropout, got {type(modality_dropout).__name__}.")
+            raise TypeError(
+                f"modality_dropout must be None or a ModalityDropout, got {type(modality_dropout).__name__}."
+            )
         if modality_dropout is not None and modality_dropout.num_modalities != importance.num_modalities:
             raise ValueError(
                 f"modality_dropout has {modality_dropout.num_modalities} modalities but importance has "
@@ -202,7 +206,7 @@ class MCKDTrainer(SupervisedTrainer):
             RuntimeError: when the network's ``FeatureTap`` saw no features during the forward pass.
         """
         if features is None:
-            raise RuntimeError("the network's FeatureTap was not called during the forward pass; no features to distil.")
+            raise RuntimeError("the network's FeatureTap was not called in the forward pass; no features to distil.")
         return self.distillation_loss(features.float(), available, self.importance.probabilities())
 
     def _iteration(self, engine: MCKDTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
@@ -231,7 +235,7 @@ class MCKDTrainer(SupervisedTrainer):
             engine.state.output[Keys.PRED] = pred
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             task_loss = engine.loss_function(pred, targets).mean()
-            kd_loss = engine.distill(capture.features, available) if capture is not None else torch.zeros_like(task_loss)
+            kd_loss = torch.zeros_like(task_loss) if capture is None else engine.distill(capture.features, available)
             loss = task_loss + engine.kd_weight * kd_loss
         engine.state.output.update({Keys.LOSS: loss, MCKDKeys.TASK_LOSS: task_loss, MCKDKeys.KD_LOSS: kd_loss})
         engine.fire_event(IterationEvents.LOSS_COMPLETED)

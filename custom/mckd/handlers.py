@@ -147,7 +147,9 @@ class MetaImportanceUpdater:
             ValueError: when ``meta_loader`` has no batch.
         """
         if isinstance(self.meta_loader, Sized) and len(self.meta_loader) == 0:
-            raise ValueError("meta_loader is empty: the meta-update of the modality importance needs meta-validation batches.")
+            raise ValueError(
+                "meta_loader is empty: the meta-update of the modality importance needs meta-validation batches."
+            )
         if self._name is None:
             self.logger = engine.logger
         engine.add_event_handler(

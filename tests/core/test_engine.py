@@ -169,3 +169,15 @@ def test_dice_focal_loss_with_gamma_zero_equals_the_published_dice_plus_bce_and_
     # MONAI 1.6 DiceCELoss applies softmax cross-entropy to multi-channel inputs even with sigmoid=True
     dice_ce = DiceCELoss(sigmoid=True, smooth_nr=0, smooth_dr=1, lambda_ce=3)(logits, target)
     assert dice_ce.item() != pytest.approx(published, rel=1e-2)
+
+
+def test_trainer_keeps_all_modalities_during_warmup_then_draws_per_sample(toy_net_class, classification_data):
+    trainer = _trainer(toy_net_class(), classification_data(16), policy=ModalityDropout(2, warmup_iterations=2),
+                       max_epochs=2, decollate=False)
+    seen = []
+    trainer.add_event_handler(IterationEvents.MODEL_COMPLETED, lambda e: seen.append(e.state.output["available"]))
+    trainer.run()
+    assert len(seen) == 8 and all(a.all() for a in seen[:2])
+    later = torch.cat(seen[2:])
+    assert not later.all() and later.any(dim=1).all()
+    assert len({tuple(row.tolist()) for row in later}) == 3  # {0}, {1} and {0, 1} all drawn, sample by sample

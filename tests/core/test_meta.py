@@ -20,7 +20,11 @@ def _setup(net, data, meta_data, interval=3, steps=2, max_epochs=1, batch_size=4
     importance = ModalityImportance(net.num_modalities, seed=0)
     meta_optimizer = torch.optim.Adam(importance.parameters(), lr=1e-2, weight_decay=5e-4)
     updater = MetaImportanceUpdater(
-        importance, meta_optimizer, DataLoader(meta_data, batch_size=meta_batch_size, shuffle=True), interval=interval, steps=steps,
+        importance,
+        meta_optimizer,
+        DataLoader(meta_data, batch_size=meta_batch_size, shuffle=True),
+        interval=interval,
+        steps=steps,
         **handler_kwargs,
     )
     trainer = MCKDTrainer(
@@ -131,3 +135,32 @@ def test_bad_arguments_are_rejected(toy_net_class):
         MetaImportanceUpdater(importance, torch.optim.Adam(importance.parameters()), [1], modality_names=["a"])
     with pytest.raises(TypeError, match="importance"):
         MetaImportanceUpdater(net, torch.optim.Adam(importance.parameters()), [1])
+
+
+def test_resumed_training_matches_an_uninterrupted_run(tmp_path, toy_net_class, classification_data):
+    # the availability draw depends only on (seed, iteration) and w + its Adam state travel in the checkpoint,
+    # so stopping after epoch 1 and resuming gives the same network and w as running 2 epochs at once
+    data, meta = classification_data(8), classification_data(2, seed=1)
+
+    def build(max_epochs):
+        torch.manual_seed(0)
+        trainer, updater = _setup(toy_net_class(), data, meta, interval=1, steps=2, max_epochs=max_epochs)
+        updater.meta_loader = DataLoader(meta, batch_size=1)  # one pass per round: the cycle restarts identically
+        objects = {"trainer": trainer, "network": trainer.network, "optimizer": trainer.optimizer,
+                   "importance": updater.importance, "importance_optimizer": updater.optimizer}
+        return trainer, updater, objects
+
+    straight, straight_updater, _ = build(2)
+    straight.run()
+
+    first, _, objects = build(1)
+    CheckpointSaver(str(tmp_path), objects, save_final=True, final_filename="epoch1.pt").attach(first)
+    first.run()
+    resumed, resumed_updater, objects = build(2)
+    CheckpointLoader(str(tmp_path / "epoch1.pt"), objects).attach(resumed)
+    resumed.run()
+
+    assert resumed.state.iteration == straight.state.iteration == 4
+    assert torch.equal(resumed_updater.importance.w, straight_updater.importance.w)
+    for a, b in zip(resumed.network.parameters(), straight.network.parameters()):
+        assert torch.equal(a, b)
