@@ -91,3 +91,9 @@ def helpers() -> SimpleNamespace:
         write_dicom_series=write_dicom_series,
         lps_series_affine_ras=lps_series_affine_ras,
     )
+
+
+@pytest.fixture(scope="session")
+def net_factory() -> type[ThresholdNet]:
+    """The stand-in network class, for module-scoped fixtures."""
+    return ThresholdNet
