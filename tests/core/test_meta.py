@@ -17,7 +17,8 @@ from mckd.handlers import MetaImportanceUpdater
 
 
 def _setup(net, data, meta_data, interval=3, steps=2, max_epochs=1, batch_size=4, meta_batch_size=1, **handler_kwargs):
-    importance = ModalityImportance(net.num_modalities, seed=0)
+    num_modalities = getattr(net, "module", net).num_modalities  # through a DDP wrapper
+    importance = ModalityImportance(num_modalities, seed=0)
     meta_optimizer = torch.optim.Adam(importance.parameters(), lr=1e-2, weight_decay=5e-4)
     updater = MetaImportanceUpdater(
         importance,
@@ -35,7 +36,7 @@ def _setup(net, data, meta_data, interval=3, steps=2, max_epochs=1, batch_size=4
         optimizer=torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
         loss_function=torch.nn.CrossEntropyLoss(),
         importance=importance,
-        modality_dropout=ModalityDropout(net.num_modalities),
+        modality_dropout=ModalityDropout(num_modalities),
         train_handlers=[updater],
     )
     return trainer, updater
@@ -164,3 +165,26 @@ def test_resumed_training_matches_an_uninterrupted_run(tmp_path, toy_net_class, 
     assert torch.equal(resumed_updater.importance.w, straight_updater.importance.w)
     for a, b in zip(resumed.network.parameters(), straight.network.parameters()):
         assert torch.equal(a, b)
+
+
+def test_meta_round_under_ddp_averages_the_gradient_and_calls_the_unwrapped_module(
+    tmp_path, toy_net_class, classification_data
+):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        net = toy_net_class()
+        ddp = torch.nn.parallel.DistributedDataParallel(net)
+        trainer, updater = _setup(ddp, classification_data(8), classification_data(2, seed=1), interval=2)
+        calls = []
+        ddp.register_forward_pre_hook(lambda module, args: calls.append("ddp"))
+        before = [p.detach().clone() for p in net.parameters()]
+        trainer.state.iteration = 1
+        w_before = updater.importance.w.detach().clone()
+        updater(trainer)
+        assert calls == [] and not torch.equal(updater.importance.w.detach(), w_before)
+        assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+        trainer.run()  # the training forward goes through DDP, the feature tap is found through the wrapper
+        assert "ddp" in calls
+    finally:
+        torch.distributed.destroy_process_group()
