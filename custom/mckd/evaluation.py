@@ -82,7 +82,7 @@ class SubsetResults:
         return _nanmean(self.per_subset_mean(metric), axis=0)
 
     def records(self) -> list[dict[str, Any]]:
-        """Long format: one dict per subset x case x region with ``subset``, ``case``, ``region``, ``dice``, ``hd95``."""
+        """Long format: one dict per subset x case x region with keys subset, case, region, dice, hd95."""
         rows = []
         for s, name in enumerate(self.subset_names):
             for c, case in enumerate(self.case_ids):

@@ -87,7 +87,8 @@ def test_small_enhancing_tumour_becomes_core_and_large_one_stays():
 def test_pack_availability_keeps_meta_and_applied_operations_for_invertd():
     affine = torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0]))
     image = MetaTensor(torch.rand(4, 3, 4, 5), affine=affine, meta={"filename_or_obj": "case_flair.nii.gz"})
-    data = Orientationd("image", axcodes="RAS")({"image": image, "available": torch.tensor([1, 0, 1, 1]).bool()})
+    available = torch.tensor([True, False, True, True])
+    data = Orientationd("image", axcodes="RAS", labels=None)({"image": image, "available": available})
     packed = PackAvailabilityd("image")(data)["image"]
     assert packed.shape == (8, 3, 4, 5)
     assert packed[4:].flatten(1).amax(1).tolist() == [1, 0, 1, 1]

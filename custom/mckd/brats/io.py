@@ -207,7 +207,8 @@ class _Scanner:
         files: dict[str, Path] = group["files"]
         if group["duplicates"]:
             modality, path = group["duplicates"][0]
-            self.problem(case_id, path, f"two files for modality '{modality}' ({files[modality].name} and {path.name}).")
+            other = files[modality].name
+            self.problem(case_id, path, f"two files for modality '{modality}' ({other} and {path.name}).")
             return
         if not files:
             self.problem(case_id, group["label"], f"no modality image found (expected any of {list(MODALITIES)}).")

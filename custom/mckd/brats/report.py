@@ -135,10 +135,13 @@ def _importance_table(results: SubsetResults) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown_report(results: SubsetResults, order: str = "literature", title: str = "Missing-modality evaluation") -> str:
+def markdown_report(
+    results: SubsetResults, order: str = "literature", title: str = "Missing-modality evaluation"
+) -> str:
     """The full Markdown report: table, learned importance weights and the scoring conventions."""
     return (
-        f"# {title}\n\n{markdown_table(results, order)}\n## Learned importance weights\n\n{_importance_table(results)}\n"
+        f"# {title}\n\n{markdown_table(results, order)}\n"
+        f"## Learned importance weights\n\n{_importance_table(results)}\n"
         f"## Conventions\n\n{_conventions_paragraph(results, order)}"
     )
 

@@ -18,7 +18,6 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
