@@ -83,12 +83,12 @@ def _stratified_folds(cases: Sequence[tuple[str, Hashable]], folds: int, rng: np
 def _meta_validation(
     pool: Sequence[tuple[str, Hashable]], rng: np.random.Generator
 ) -> tuple[list[str], list[str]]:
-    """Take a stratified meta-validation set from ``pool``; return (training, meta_validation)."""
+    """Take a stratified meta-validation set from ``pool`` (at most half of it); return (training, meta_validation)."""
     if len(pool) < 2:
         raise ValueError(f"need at least 2 labelled cases for training and meta-validation, got {len(pool)}.")
-    size = min(META_VALIDATION_SIZE, len(pool) - 1)
+    size = min(META_VALIDATION_SIZE, len(pool) // 2)
     if size < META_VALIDATION_SIZE:
-        logger.warning("only %d labelled cases for training: meta-validation reduced to %d cases", len(pool), size)
+        logger.warning("only %d labelled cases left for training: meta-validation takes %d of them", len(pool), size)
     meta = _stratified_pick(pool, size, rng)
     chosen = set(meta)
     return [case_id for case_id, _ in pool if case_id not in chosen], meta
