@@ -67,7 +67,9 @@ class MetaImportanceUpdater:
             ``engine.prepare_batch``. An ``available`` keyword it returns is the batch's availability.
         available_key: key of the data availability ``[B, M]`` in a dictionary batch; absent means all modalities.
         device: device of the meta batches; ``None`` (default) uses ``engine.state.device``.
-        amp: run the meta forward under ``torch.autocast`` for the device's type. Default False.
+        amp: run the meta forward under ``torch.autocast`` for the device's type. Default False. On CUDA (float16)
+            the loss is scaled by the handler's own ``torch.amp.GradScaler`` before the gradient of ``w`` is taken
+            (a per-voxel loss gradient is far below float16's normal range); on CPU autocast uses bfloat16 unscaled.
         train_mode: run the meta forward in ``train()`` mode (default) or ``eval()`` mode; see above.
         modality_names: names for logs and metrics; default ``m0, m1, ...``.
         metric_prefix: prefix of the ``engine.state.metrics`` keys. Default ``"importance/"``.
@@ -136,6 +138,7 @@ class MetaImportanceUpdater:
         self.logger = logging.getLogger(name)
         self._name = name
         self._batches: Optional[Iterator] = None
+        self._scaler: Optional[torch.amp.GradScaler] = None
 
     def attach(self, engine: Engine) -> None:
         """
@@ -182,7 +185,7 @@ class MetaImportanceUpdater:
         with torch.autocast(device.type, enabled=self.amp):
             pred = network(inputs, *args, available=available, modality_scale=self.importance.probabilities(), **kwargs)
             loss = loss_function(pred, targets).mean()
-        (grad,) = torch.autograd.grad(loss, [self.importance.w], allow_unused=True)
+        (grad,) = torch.autograd.grad(self._scaler.scale(loss), [self.importance.w], allow_unused=True)
         if grad is None:
             raise RuntimeError("the meta loss does not depend on modality_scale: the network ignores it.")
         if dist.is_available() and dist.is_initialized():
@@ -190,7 +193,8 @@ class MetaImportanceUpdater:
             grad = grad / dist.get_world_size()
         self.optimizer.zero_grad(set_to_none=True)
         self.importance.w.grad = grad
-        self.optimizer.step()
+        self._scaler.step(self.optimizer)  # unscales; skips the step when the scaled gradient overflowed
+        self._scaler.update()
         return float(loss.detach())
 
     def __call__(self, engine: Engine) -> None:
@@ -203,6 +207,8 @@ class MetaImportanceUpdater:
         device = torch.device(engine.state.device if self.device is None else self.device)
         if self._batches is None:
             self._batches = self._cycle()
+        if self._scaler is None:
+            self._scaler = torch.amp.GradScaler(device.type, enabled=self.amp and device.type == "cuda")
         modes = [(module, module.training) for module in network.modules()]
         buffers = [buffer.detach().clone() for buffer in network.buffers()]
         network.train(self.train_mode)

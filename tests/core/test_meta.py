@@ -49,10 +49,11 @@ def _state(net):
     return params, grads, buffers
 
 
-def test_meta_round_changes_w_only_and_leaves_network_bit_identical(toy_net_class, classification_data):
+@pytest.mark.parametrize("amp", [False, True])
+def test_meta_round_changes_w_only_and_leaves_network_bit_identical(toy_net_class, classification_data, amp):
     torch.manual_seed(0)
     net = toy_net_class(batch_norm=True)
-    trainer, updater = _setup(net, classification_data(8), classification_data(4, seed=1), meta_batch_size=2)
+    trainer, updater = _setup(net, classification_data(8), classification_data(4, seed=1), meta_batch_size=2, amp=amp)
     trainer.state.iteration = 1
     net.eval()
     torch.nn.CrossEntropyLoss()(net(torch.randn(4, 2, 4)), torch.tensor([0, 1, 2, 0])).backward()  # non-zero .grad
