@@ -15,7 +15,7 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
 from mckd.availability import all_subsets
 from mckd.brats.conventions import MODALITY_DISPLAY_NAMES, MODALITIES, REGIONS
-from mckd.brats.report import markdown_table, write_report
+from mckd.brats.report import evaluate_and_report, markdown_table, write_report
 from mckd.evaluation import SubsetEvaluator
 
 S = 24  # volume side
@@ -172,3 +172,14 @@ def test_report_writes_csv_markdown_png_with_fifteen_rows_and_the_mean(results, 
     markdown = paths["markdown"].read_text()
     assert table in markdown and "| FLAIR | 0.4000 |" in markdown and "Empty prediction and empty reference" in markdown
     assert not list((tmp_path / "report").glob(".*"))
+
+
+def test_evaluate_and_report_writes_the_files_and_logs_the_table(threshold_net, tmp_path, caplog):
+    loader = DataLoader(_cases()[:1], batch_size=1)
+    evaluator = SubsetEvaluator(
+        threshold_net, loader, SlidingWindowInferer(roi_size=(24, 24, 24)), region_names=REGIONS, modality_names=NAMES
+    )
+    with caplog.at_level("INFO", logger="mckd.brats.report"):
+        paths = evaluate_and_report(evaluator, tmp_path)
+    assert all(path.exists() for path in paths.values())
+    assert "| **Mean over subsets** |" in caplog.text and "| T2 |" in caplog.text

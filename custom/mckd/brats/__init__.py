@@ -22,7 +22,7 @@ from mckd.brats.io import (
     discover_cases,
     prediction_path,
 )
-from mckd.brats.report import markdown_report, markdown_table, write_report
+from mckd.brats.report import evaluate_and_report, markdown_report, markdown_table, write_report
 from mckd.brats.transforms import (
     CaseError,
     ConvertLabelToRegions,
@@ -54,6 +54,7 @@ __all__ = [
     "check_output_dir",
     "discover_cases",
     "prediction_path",
+    "evaluate_and_report",
     "markdown_report",
     "markdown_table",
     "write_report",

@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mckd.brats.conventions import MODALITIES, MODALITY_DISPLAY_NAMES, REGION_DISPLAY_NAMES
-from mckd.evaluation import SubsetResults
+from mckd.evaluation import SubsetEvaluator, SubsetResults
 from mckd.fileio import atomic_path, write_json_atomic, write_text_atomic
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "markdown_table",
     "markdown_report",
     "write_report",
+    "evaluate_and_report",
 ]
 
 logger = logging.getLogger(__name__)
@@ -216,4 +217,19 @@ def write_report(
     _heatmap(results, paths["heatmap"], order)
     write_json_atomic(paths["json"], results.summary())
     logger.info("evaluation report written to %s", out)
+    return paths
+
+
+def evaluate_and_report(
+    evaluator: SubsetEvaluator, output_dir: PathLike, order: str = "literature", prefix: str = "evaluation"
+) -> dict[str, Path]:
+    """Run ``evaluator``, write the report into ``output_dir`` and log the Markdown table: one call for a bundle's
+    ``run`` list (``"$mckd.brats.report.evaluate_and_report(@evaluator, @output_dir)"``).
+
+    Returns:
+        The written paths, as :func:`write_report`.
+    """
+    results = evaluator.run()
+    paths = write_report(results, output_dir, order=order, prefix=prefix)
+    logger.info("Dice and HD95 per modality subset:\n%s", markdown_table(results, order))
     return paths
