@@ -147,7 +147,8 @@ class MetaImportanceUpdater:
                 serve as defaults).
 
         Raises:
-            ValueError: when ``meta_loader`` has no batch.
+            ValueError: when ``meta_loader`` has a length of 0. A loader without a length that yields nothing fails
+                in the first round, which runs before the first training step.
         """
         if isinstance(self.meta_loader, Sized) and len(self.meta_loader) == 0:
             raise ValueError(

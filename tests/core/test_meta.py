@@ -127,6 +127,18 @@ def test_empty_meta_loader_fails_at_attach_with_a_clear_message(toy_net_class, c
         updater.attach(trainer)
 
 
+def test_empty_unsized_meta_loader_fails_before_the_first_training_step(toy_net_class, classification_data):
+    class Unsized:
+        def __iter__(self):
+            return iter(())
+
+    trainer, updater = _setup(toy_net_class(), classification_data(4), classification_data(1))
+    updater.meta_loader = Unsized()
+    with pytest.raises(ValueError, match="meta_loader yielded no batch"):
+        trainer.run()
+    assert trainer.state.iteration == 1 and trainer.state.output is None
+
+
 def test_bad_arguments_are_rejected(toy_net_class):
     importance, net = ModalityImportance(2), toy_net_class()
     with pytest.raises(ValueError, match="only the parameters of importance"):
