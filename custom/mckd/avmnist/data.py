@@ -37,7 +37,8 @@ def read_dataset_info(dataset_dir: str | Path) -> dict[str, Any]:
 
 def load_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
     """One dictionary per sample of ``split``: ``image`` float32 ``[1, 28, 28]`` (0..255), ``audio`` float32
-    ``[1, F, T]``, ``label`` int, ``available`` bool ``[2]`` (see :mod:`mckd.avmnist.conventions`), ``speaker`` str.
+    ``[1, F, T]``, ``label`` int, ``available`` bool ``[2]`` (see :mod:`mckd.avmnist.conventions`), ``speaker`` str and
+    ``filename_or_obj`` (``"<split file>#<row>"``, the sample's identifier in prediction files).
 
     Args:
         dataset_dir: the dataset folder.
@@ -67,6 +68,7 @@ def load_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
             "label": int(arrays["label"][i]),
             "available": arrays["available"][i],
             "speaker": str(arrays["speaker"][i]),
+            "filename_or_obj": f"{path.name}#{i}",
         }
         for i in range(arrays["label"].size)
     ]
