@@ -6,7 +6,6 @@ Every error names the offending file, so a user can fix a broken download withou
 from __future__ import annotations
 
 import gzip
-import re
 import struct
 from pathlib import Path
 
@@ -21,7 +20,6 @@ __all__ = [
     "read_mnist_split",
     "read_wav",
     "fsdd_path",
-    "parse_fsdd_name",
 ]
 
 #: IDX magic numbers: 0x08 = unsigned byte, then the number of dimensions.
@@ -32,7 +30,6 @@ MNIST_STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-_FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 
 
 def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
@@ -137,8 +134,3 @@ def fsdd_path(recordings: str | Path, digit: int, speaker: str, index: int) -> P
     """Path of one Free Spoken Digit Dataset recording: ``recordings/{digit}_{speaker}_{index}.wav``."""
     return Path(recordings) / f"{digit}_{speaker}_{index}.wav"
 
-
-def parse_fsdd_name(name: str) -> tuple[int, str, int] | None:
-    """``(digit, speaker, index)`` of an FSDD file name, or ``None`` when the name does not follow the pattern."""
-    match = _FSDD_NAME.match(name)
-    return (int(match.group(1)), match.group(2), int(match.group(3))) if match else None
