@@ -1,0 +1,98 @@
+"""Static checks of the BraTS bundle: formatting, metadata schema, workflow properties, network in/out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+
+from mckd.availability import pack_available
+from mckd.brats.conventions import MODALITIES, REGIONS
+
+
+def test_configs_are_json_indented_with_four_spaces_and_end_with_newline(bundle):
+    for path in sorted(bundle.configs.glob("*.json")):
+        text = path.read_text()
+        assert text == json.dumps(json.loads(text), indent=4, ensure_ascii=False) + "\n", path.name
+
+
+def test_metadata_validates_offline_against_the_shipped_schema(bundle, tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text(bundle.schema.read_text())  # verify_metadata skips the download when the file exists
+    verify_metadata(meta_file=str(bundle.configs / "metadata.json"), filepath=str(schema))
+
+
+def test_metadata_describes_the_packed_input_and_region_output_in_convention_order(bundle):
+    meta = json.loads((bundle.configs / "metadata.json").read_text())
+    image = meta["network_data_format"]["inputs"]["image"]
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    assert image["num_channels"] == 2 * len(MODALITIES)
+    names = [image["channel_def"][str(i)] for i in range(len(MODALITIES))]
+    assert [n.lower() for n in names] == list(MODALITIES)
+    assert all("available" in image["channel_def"][str(len(MODALITIES) + i)] for i in range(len(MODALITIES)))
+    assert [pred["channel_def"][str(i)] for i in range(len(REGIONS))] == list(REGIONS)
+    assert "mckd" in meta["required_packages_version"]
+    assert meta["version"] in meta["changelog"]
+
+
+def test_train_workflow_has_every_required_and_optional_property(bundle, brats_data, tmp_path):
+    workflow = ConfigWorkflow(
+        config_file=bundle.config_files("train.json"),
+        workflow_type="train",
+        logging_file=False,
+        bundle_root=str(tmp_path),
+        data_list_file_path=str(brats_data.datalist),
+        backbone="light",
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    # the published schedule: 115k iterations in 500-iteration epochs, crop D x H x W = 80 x 160 x 160
+    assert workflow.parser.get_parsed_content("train#trainer#max_epochs") == 230
+    assert workflow.parser["crop_size"] == [80, 160, 160]
+    assert workflow.parser["training"] == workflow.parser["run"]  # the legacy `run training` spelling
+
+
+def test_inference_workflow_has_every_required_and_optional_property(bundle, brats_data, tmp_path):
+    workflow = ConfigWorkflow(
+        config_file=bundle.config_files("inference.json"),
+        workflow_type="infer",
+        logging_file=False,
+        bundle_root=str(tmp_path),
+        dataset_dir=str(brats_data.root / "cases"),
+        backbone="light",
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    assert len(workflow.dataset) == len(brats_data.cases)
+
+
+@pytest.mark.parametrize("backbone", ["light", "resnet50_aspp"])
+def test_network_passes_verify_net_in_out_with_the_metadata_shapes(bundle, backbone):
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(bundle.configs / "metadata.json"),
+        config_file=str(bundle.configs / "inference.json"),
+        n=1,
+        any=1,
+        device="cpu",
+        backbone=backbone,
+    )
+
+
+def test_network_reads_availability_from_the_packed_flags(bundle):
+    workflow = ConfigWorkflow(
+        config_file=bundle.config_files("inference.json"), workflow_type=None, logging_file=False, backbone="light"
+    )
+    network = workflow.parser.get_parsed_content("network_def").eval()
+    image = torch.randn(1, len(MODALITIES), 16, 32, 32)
+    only_t1ce = torch.tensor([[False, False, True, False]])
+    with torch.no_grad():
+        packed = network(pack_available(image, only_t1ce))
+        explicit = network(image, available=only_t1ce)
+        noisy_missing = image.clone()
+        noisy_missing[:, 0] = 100.0  # content of a channel flagged missing must not matter
+        repacked = network(pack_available(noisy_missing, only_t1ce))
+    torch.testing.assert_close(packed, explicit)
+    torch.testing.assert_close(packed, repacked)
