@@ -79,8 +79,8 @@ def test_dicom_series_per_modality_matches_the_equivalent_nifti(tmp_path, helper
 
 
 def test_shape_mismatch_names_the_case_and_the_file(tmp_path, helpers):
-    flair = helpers.write_nifti(tmp_path / "c9_flair.nii.gz", np.zeros(SHAPE, np.float32), _affine())
-    t1 = helpers.write_nifti(tmp_path / "c9_t1.nii.gz", np.zeros((6, 5, 3), np.float32), _affine())
+    flair = helpers.write_nifti(tmp_path / "c9_flair.nii.gz", np.ones(SHAPE, np.float32), _affine())
+    t1 = helpers.write_nifti(tmp_path / "c9_t1.nii.gz", np.ones((6, 5, 3), np.float32), _affine())
     with pytest.raises(CaseError, match=r"case 'c9'.*c9_t1\.nii\.gz.*spatial shape"):
         LoadModalitiesd("image")({"case_id": "c9", "image": [str(flair), str(t1), None, None]})
 
@@ -88,12 +88,12 @@ def test_shape_mismatch_names_the_case_and_the_file(tmp_path, helpers):
 def test_affine_mismatch_beyond_tolerance_names_the_case_and_the_file(tmp_path, helpers):
     shifted = _affine()
     shifted[0, 3] += 0.01
-    flair = helpers.write_nifti(tmp_path / "c8_flair.nii.gz", np.zeros(SHAPE, np.float32), _affine())
-    t2 = helpers.write_nifti(tmp_path / "c8_t2.nii.gz", np.zeros(SHAPE, np.float32), shifted)
+    flair = helpers.write_nifti(tmp_path / "c8_flair.nii.gz", np.ones(SHAPE, np.float32), _affine())
+    t2 = helpers.write_nifti(tmp_path / "c8_t2.nii.gz", np.ones(SHAPE, np.float32), shifted)
     with pytest.raises(CaseError, match=r"case 'c8'.*c8_t2\.nii\.gz.*affine differs"):
         LoadModalities()([str(flair), None, None, str(t2)], case_id="c8")
     shifted[0, 3] -= 0.0095  # within 1e-3 mm: accepted
-    helpers.write_nifti(tmp_path / "c8_t2.nii.gz", np.zeros(SHAPE, np.float32), shifted)
+    helpers.write_nifti(tmp_path / "c8_t2.nii.gz", np.ones(SHAPE, np.float32), shifted)
     assert LoadModalities()([str(flair), None, None, str(t2)], case_id="c8")[1].sum() == 2
 
 

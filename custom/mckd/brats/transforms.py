@@ -18,18 +18,23 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.data.image_reader import ImageReader
 from monai.transforms import LoadImage, MapTransform, Transform
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, optional_import
 
 from mckd.availability import pack_available
 from mckd.brats.conventions import LABEL_CONVENTIONS, MODALITIES, REGIONS, LabelConvention
 
+pydicom, has_pydicom = optional_import("pydicom")
+
 __all__ = [
     "CaseError",
+    "SLICE_SPACING_RTOL",
+    "check_dicom_series",
     "resolve_convention",
     "ConvertLabelToRegions",
     "ConvertLabelToRegionsd",
@@ -48,6 +53,9 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 ConventionLike = Union[str, LabelConvention]
 
+#: Largest relative difference between the distances of consecutive DICOM slices and their median.
+SLICE_SPACING_RTOL = 0.01
+
 
 class CaseError(ValueError):
     """A case cannot be used; the message names the case and the file. Inference loops catch it per case.
@@ -62,6 +70,75 @@ class CaseError(ValueError):
         self.path = None if path is None else str(path)
         where = f" (file '{self.path}')" if self.path else ""
         super().__init__(f"case '{self.case_id}'{where}: {message}")
+
+
+def _slice_positions(slices: Sequence[Any]) -> list[float] | None:
+    """Slice positions along the normal of their shared orientation, or None when the headers cannot tell."""
+    positions = []
+    for ds in slices:
+        position, orientation = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+        if position is None or orientation is None or len(orientation) != 6:
+            return None
+        normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+        positions.append(float(np.dot(normal, np.asarray(position, float))))
+    return sorted(positions)
+
+
+def check_dicom_series(folder: PathLike, case_id: str | None = None) -> None:
+    """Check a DICOM series folder from its headers: every file DICOM, one series, evenly spaced slices.
+
+    Readers stack whatever slices they find: a folder mixing two series, or a series with a missing slice, would load
+    as a volume with wrong geometry. Multi-frame files (no per-file ``ImagePositionPatient``) are left to the reader.
+    Without pydicom nothing is checked.
+
+    Args:
+        folder: the series folder.
+        case_id: the case, for messages.
+
+    Raises:
+        CaseError: naming the case and the folder: a file that is not DICOM, several ``SeriesInstanceUID``, two slices
+            at one position, or slice distances that differ from their median by more than
+            :data:`SLICE_SPACING_RTOL` (missing slices are counted when the gap is a multiple of the spacing).
+    """
+    folder = Path(folder)
+    if not has_pydicom:
+        return
+    series: dict[str, list[Any]] = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as err:  # pydicom raises several types for non-DICOM content
+            raise CaseError(case_id, f"'{path.name}' in this DICOM series folder is not DICOM ({err}).", folder) from err
+        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
+    if len(series) > 1:
+        uids = ", ".join(sorted(series))
+        raise CaseError(
+            case_id, f"holds {len(series)} DICOM series ({uids}); put each series in its own folder.", folder
+        )
+    positions = _slice_positions(next(iter(series.values()), []))
+    if positions is None or len(positions) < 3:
+        return
+    gaps = np.diff(positions)
+    step = float(np.median(gaps))
+    if gaps.min() <= SLICE_SPACING_RTOL * abs(step):
+        at = positions[int(np.argmin(gaps))]
+        raise CaseError(case_id, f"has two slices at position {at:.4g} mm.", folder)
+    uneven = np.flatnonzero(np.abs(gaps - step) > SLICE_SPACING_RTOL * step)
+    if uneven.size == 0:
+        return
+    first = int(uneven[0])
+    ratio = gaps[first] / step
+    where = f"between positions {positions[first]:.4g} and {positions[first + 1]:.4g} mm"
+    if round(ratio) >= 2 and abs(ratio - round(ratio)) <= SLICE_SPACING_RTOL * round(ratio):
+        missing = int(sum(round(g / step) - 1 for g in gaps[uneven] if round(g / step) >= 2))
+        raise CaseError(
+            case_id, f"misses {missing} slice(s): the first gap is {where} (slice spacing {step:.4g} mm).", folder
+        )
+    raise CaseError(
+        case_id,
+        f"has unevenly spaced slices: {gaps.min():.4g} to {gaps.max():.4g} mm apart (first irregular gap {where}).",
+        folder,
+    )
 
 
 def resolve_convention(convention: ConventionLike) -> LabelConvention:
@@ -305,6 +382,11 @@ class LoadModalities(Transform):
     (affine, original affine, file name, ...) of the first present modality, so ``Orientationd`` + ``Invertd`` +
     ``SaveImage`` bring predictions back to the input's original space. The ``case_id`` is added to the meta.
 
+    Every file is checked before use: a 3D volume (a 4D file with ``M`` channels last for one file per case), integer
+    or floating-point voxels (not complex, not boolean), no NaN/Inf. A DICOM series folder is checked from its headers
+    first: one series only, and evenly spaced slices (no missing slice). An all-zero modality is a blank placeholder,
+    treated as missing with a warning (``zero_is_missing``).
+
     Why by hand: MONAI's ``LoadImage`` with a list of files stacks them but cannot represent an absent entry, and does
     not compare the files' geometry. Each file is still read by ``LoadImage``.
 
@@ -315,11 +397,15 @@ class LoadModalities(Transform):
         atol: tolerance in mm (and direction cosines) when comparing affines. Default 1e-3.
         absent_is_missing: treat a path that does not exist as a missing modality (default) instead of an error.
         dtype: dtype of the image. Default ``torch.float32``.
+        zero_is_missing: treat an all-zero modality (a blank placeholder) as missing, with a warning (default),
+            instead of as a present, empty image.
         reader_kwargs: extra arguments for the reader (passed to ``LoadImage``).
 
     Raises:
-        CaseError: no modality present, an unreadable file, a 4D image without ``M`` channels, or modalities whose
-            shape or affine disagree; the message names the case and the file.
+        CaseError: no modality present, an unreadable file, a file that is not a 3D volume, complex or boolean
+            voxels, NaN/Inf voxels, a DICOM folder with several series or unevenly spaced (missing) slices, a 4D
+            image without ``M`` channels, or modalities whose shape or affine disagree; the message names the case
+            and the file.
     """
 
     backend = [TransformBackends.TORCH]
@@ -331,13 +417,16 @@ class LoadModalities(Transform):
         atol: float = 1e-3,
         absent_is_missing: bool = True,
         dtype: torch.dtype = torch.float32,
+        zero_is_missing: bool = True,
         **reader_kwargs: Any,
     ) -> None:
-        self.loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, **reader_kwargs)
+        # dtype=None keeps the stored voxel type, so complex or boolean files are seen before any cast
+        self.loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=None, **reader_kwargs)
         self.num_modalities = num_modalities
         self.atol = atol
         self.absent_is_missing = absent_is_missing
         self.dtype = dtype
+        self.zero_is_missing = zero_is_missing
 
     def __call__(
         self,
@@ -376,10 +465,29 @@ class LoadModalities(Transform):
         return wanted
 
     def _read(self, path: Path, case_id: str | None) -> MetaTensor:
+        if path.is_dir():
+            check_dicom_series(path, case_id)
         try:
-            return self.loader(str(path))
+            img = self.loader(str(path))
         except Exception as err:  # any reader failure becomes a per-case error naming the file
             raise CaseError(case_id, f"cannot be read: {err}", path) from err
+        if img.dtype.is_complex or img.dtype == torch.bool:
+            kind = "complex" if img.dtype.is_complex else "boolean"
+            raise CaseError(
+                case_id, f"has {kind} voxels ({img.dtype}); expected integer or floating-point intensities.", path
+            )
+        if img.ndim != 4:
+            raise CaseError(
+                case_id,
+                f"is not a 3D volume: shape {tuple(img.shape[1:])} after moving channels first (one 3D file per "
+                f"modality, or one 4D file with the {self.num_modalities} modalities last).",
+                path,
+            )
+        if img.is_floating_point():
+            bad = int((~torch.isfinite(img.as_tensor())).sum())
+            if bad:
+                raise CaseError(case_id, f"contains {bad} NaN/Inf voxels.", path)
+        return img
 
     def _load_one(self, path: PathLike | None, case_id: str | None) -> Optional[MetaTensor]:
         if path is None or str(path) == "":
@@ -393,6 +501,9 @@ class LoadModalities(Transform):
         img = self._read(path, case_id)
         if img.shape[0] != 1:
             raise CaseError(case_id, f"expected a single-modality image, got {img.shape[0]} channels.", path)
+        if self.zero_is_missing and not img.as_tensor().any():
+            logger.warning("case '%s': %s is all zero; the modality is treated as missing.", case_id, path)
+            return None
         return img
 
     def _load_4d(self, path: Path, wanted: list[bool], case_id: str | None) -> tuple[MetaTensor, torch.Tensor]:
@@ -404,6 +515,14 @@ class LoadModalities(Transform):
                 case_id, f"a 4D image needs {self.num_modalities} modality channels, got {img.shape[0]}.", path
             )
         mask = torch.as_tensor(wanted, dtype=torch.bool)
+        if self.zero_is_missing:
+            blank = ~img.as_tensor().flatten(1).any(dim=1)
+            if (blank & mask).any():
+                logger.warning(
+                    "case '%s': %s has all-zero channels %s; those modalities are treated as missing.",
+                    case_id, path, (blank & mask).nonzero().flatten().tolist(),
+                )
+            mask = mask & ~blank
         if not mask.any():
             raise CaseError(case_id, "no modality is marked available.", path)
         image = img.as_tensor().to(self.dtype) * mask.to(self.dtype).reshape(-1, *([1] * (img.ndim - 1)))
@@ -450,6 +569,7 @@ class LoadModalitiesd(MapTransform):
         atol: see :class:`LoadModalities`.
         absent_is_missing: see :class:`LoadModalities`.
         dtype: see :class:`LoadModalities`.
+        zero_is_missing: see :class:`LoadModalities`.
         allow_missing_keys: don't raise when a key is missing.
         reader_kwargs: see :class:`LoadModalities`.
     """
@@ -466,6 +586,7 @@ class LoadModalitiesd(MapTransform):
         atol: float = 1e-3,
         absent_is_missing: bool = True,
         dtype: torch.dtype = torch.float32,
+        zero_is_missing: bool = True,
         allow_missing_keys: bool = False,
         **reader_kwargs: Any,
     ) -> None:
@@ -480,6 +601,7 @@ class LoadModalitiesd(MapTransform):
             atol=atol,
             absent_is_missing=absent_is_missing,
             dtype=dtype,
+            zero_is_missing=zero_is_missing,
             **reader_kwargs,
         )
 

@@ -1,0 +1,388 @@
+"""Safe checkpoint loading and atomic checkpoint saving for training resume, evaluation and inference.
+
+Loading always goes through ``torch.load(path, map_location, weights_only=True)``: a file can hold tensors, numbers,
+strings and containers of them, never an object whose unpickling runs code. Every foreseeable failure becomes a
+:class:`CheckpointError` whose message names the file:
+
+- a missing file, or a corrupted / truncated file or one that is not a PyTorch checkpoint;
+- a pickled payload (a non-tensor object) that ``weights_only`` refused, naming the refused global;
+- a checkpoint from another configuration: missing entries, missing / unexpected keys and shape mismatches of a
+  network's state dict, or optimiser parameter groups of another size, naming the first offending keys and shapes.
+
+Saving: MONAI's ``CheckpointSaver`` (1.6) writes through ignite's ``DiskSaver`` with ``atomic=False``, and ignite's
+``Checkpoint`` removes the previous file *before* writing the next one; with ``n_saved=1`` a crash while saving leaves
+no usable checkpoint at all. :class:`AtomicCheckpointSaver` is a drop-in ``CheckpointSaver`` whose files are written
+to a temporary name beside the target and renamed, and whose superseded files are removed only after the new one is
+in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import stat
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+import torch
+from monai.handlers import CheckpointSaver
+from monai.utils import IgniteInfo, min_version, optional_import
+from torch import nn
+
+from mckd.fileio import atomic_path
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
+DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import(
+        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
+    )
+
+__all__ = [
+    "CheckpointError",
+    "load_checkpoint",
+    "check_compatible",
+    "load_objects",
+    "save_checkpoint",
+    "SafeCheckpointLoader",
+    "AtomicDiskSaver",
+    "AtomicCheckpointSaver",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+#: How many mismatching keys a message lists before "and n more".
+_SHOWN = 5
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_CAUSE = (
+    "the checkpoint was probably saved with another configuration (a different backbone, feature size, number of "
+    "modalities or regions, or another optimiser)"
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message names the file and what is wrong.
+
+    Attributes:
+        path: the checkpoint file.
+    """
+
+    def __init__(self, path: PathLike, message: str) -> None:
+        self.path = str(path)
+        super().__init__(f"checkpoint '{self.path}' {message}")
+
+
+def load_checkpoint(path: PathLike, map_location: Any = None) -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(..., weights_only=True)`` and return its top-level dictionary.
+
+    Args:
+        path: the checkpoint file.
+        map_location: passed to ``torch.load`` (e.g. ``"cpu"`` or the configured device).
+
+    Raises:
+        CheckpointError: when the file does not exist, is corrupted, truncated or not a PyTorch checkpoint, holds a
+            pickled object that ``weights_only`` refuses, or is not a dictionary.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "does not exist." if not path.exists() else "is not a file.")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = _GLOBAL.search(str(err))
+        if refused is None:
+            raise CheckpointError(path, "is corrupted or not a PyTorch checkpoint.") from err
+        raise CheckpointError(
+            path,
+            f"was refused: torch.load(weights_only=True) refused a non-tensor object ({refused.group(1)}). "
+            "Unpickling it could run code from the file; only state dicts of tensors and plain values are loaded. "
+            "If you trust the file, re-save its state dicts with torch.save(model.state_dict(), ...).",
+        ) from err
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        raise CheckpointError(path, "is corrupted or not a PyTorch checkpoint.") from err
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(path, f"holds a {type(checkpoint).__name__}, not a dictionary of state dicts.")
+    return dict(checkpoint)
+
+
+def _listed(items: list[str]) -> str:
+    """``a, b, c`` with at most ``_SHOWN`` items and a count of the rest."""
+    more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+    return ", ".join(items[:_SHOWN]) + more
+
+
+def _shape(value: Any) -> list[int] | None:
+    return list(value.shape) if isinstance(value, torch.Tensor) else None
+
+
+def _module_mismatch(module: nn.Module, state: Mapping[str, Any], strict: bool) -> list[str]:
+    """Descriptions of what keeps ``state`` from loading into ``module`` (empty when it fits)."""
+    if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        module = module.module
+    own = module.state_dict()
+    problems = []
+    shapes = [
+        f"{key} (checkpoint {_shape(state[key])}, network {_shape(value)})"
+        for key, value in own.items()
+        if key in state and _shape(value) != _shape(state[key])
+    ]
+    if shapes:
+        problems.append(f"shape mismatch at {_listed(shapes)}")
+    if strict:
+        missing = [key for key in own if key not in state]
+        unexpected = [key for key in state if key not in own]
+        if missing:
+            problems.append(f"missing keys {_listed(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys {_listed(unexpected)}")
+    return problems
+
+
+def _optimizer_mismatch(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> list[str]:
+    """Descriptions of what keeps ``state`` from loading into ``optimizer`` (empty when it fits)."""
+    groups = state.get("param_groups") if isinstance(state, Mapping) else None
+    if not isinstance(groups, (list, tuple)):
+        return ["it is not an optimiser state dict (no 'param_groups')"]
+    own = [len(group["params"]) for group in optimizer.param_groups]
+    saved = [len(group.get("params", ())) for group in groups]
+    if own != saved:
+        return [f"parameter groups of sizes {saved}, the optimiser has {own}"]
+    return []
+
+
+def check_compatible(
+    load_dict: Mapping[str, Any], checkpoint: Mapping[str, Any], path: PathLike, strict: bool = True
+) -> None:
+    """Check that ``checkpoint`` can be loaded into every object of ``load_dict`` before anything is changed.
+
+    Networks (``nn.Module``) are compared key by key and shape by shape; optimisers by their parameter groups;
+    other objects only for presence (their own ``load_state_dict`` decides).
+
+    Args:
+        load_dict: name -> object with ``load_state_dict`` (as the ``load_dict`` of MONAI's ``CheckpointLoader``).
+        checkpoint: the loaded checkpoint dictionary.
+        path: the checkpoint file, for messages.
+        strict: also refuse missing and unexpected keys of a network (shape mismatches are always refused).
+
+    Raises:
+        CheckpointError: naming the first object that does not fit, the first offending keys and shapes, and the
+            likely cause.
+    """
+    absent = [name for name in load_dict if name not in checkpoint]
+    if absent:
+        held = ", ".join(sorted(map(str, checkpoint))) or "nothing"
+        raise CheckpointError(path, f"has no entry {_listed(absent)} (it holds {held}); {_CAUSE}.")
+    for name, obj in load_dict.items():
+        state = checkpoint[name]
+        if isinstance(obj, nn.Module):
+            if not isinstance(state, Mapping):
+                raise CheckpointError(path, f"entry '{name}' is a {type(state).__name__}, not a state dict.")
+            problems = _module_mismatch(obj, state, strict)
+        elif isinstance(obj, torch.optim.Optimizer):
+            problems = _optimizer_mismatch(obj, state)
+        else:
+            problems = []
+        if problems:
+            raise CheckpointError(path, f"does not fit '{name}': {'; '.join(problems)}; {_CAUSE}.")
+
+
+def load_objects(
+    load_dict: Mapping[str, Any], path: PathLike, map_location: Any = None, strict: bool = True
+) -> dict[str, Any]:
+    """Load the checkpoint ``path`` into the objects of ``load_dict`` (networks, optimisers, schedulers, engines).
+
+    For use in bundle configs (evaluation, inference), e.g.
+    ``"$mckd.checkpoints.load_objects({'model': @network}, @ckpt_path, map_location=@device)"``. A ``load_dict`` with
+    one entry also accepts a checkpoint that *is* that entry's state dict (as MONAI's ``CheckpointLoader`` does).
+
+    Args:
+        load_dict: name -> object with ``load_state_dict``.
+        path: the checkpoint file.
+        map_location: passed to ``torch.load``.
+        strict: see :func:`check_compatible`.
+
+    Returns:
+        the checkpoint dictionary that was loaded.
+
+    Raises:
+        CheckpointError: see :func:`load_checkpoint` and :func:`check_compatible`; also when an object's own
+            ``load_state_dict`` rejects its entry.
+    """
+    if not load_dict:
+        raise ValueError("load_dict must name at least one object to load.")
+    checkpoint = load_checkpoint(path, map_location)
+    (first, *others) = list(load_dict)
+    if not others and first not in checkpoint:
+        checkpoint = {first: checkpoint}
+    check_compatible(load_dict, checkpoint, path, strict)
+    try:
+        Checkpoint.load_objects(to_load=dict(load_dict), checkpoint=checkpoint, strict=strict)
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:
+        raise CheckpointError(path, f"could not be loaded: {err}; {_CAUSE}.") from err
+    return checkpoint
+
+
+def save_checkpoint(save_dict: Mapping[str, Any], path: PathLike) -> Path:
+    """Write the state dicts of ``save_dict`` to ``path`` atomically (temporary name, then rename).
+
+    Distributed and data-parallel wrappers are unwrapped, as ignite's ``Checkpoint`` does, so the file loads with
+    :func:`load_objects` / :class:`SafeCheckpointLoader` / MONAI's ``CheckpointLoader`` into the same ``load_dict``.
+
+    Args:
+        save_dict: name -> object with ``state_dict``.
+        path: the checkpoint file to write.
+
+    Raises:
+        PermissionError: when the folder cannot be created or written.
+    """
+    state = {}
+    for name, obj in save_dict.items():
+        if isinstance(obj, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            obj = obj.module
+        state[name] = obj.state_dict()
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+        _readable_by_all(tmp)
+    return Path(path)
+
+
+def _readable_by_all(path: Path) -> None:
+    """Add group and other read permission (a temporary file is created owner-only), as ignite's saver does."""
+    os.chmod(path, os.stat(path).st_mode | stat.S_IRGRP | stat.S_IROTH)
+
+
+class SafeCheckpointLoader:
+    """Ignite handler that loads a checkpoint at ``Events.STARTED``, like MONAI's ``CheckpointLoader``, with checks.
+
+    Differences from ``monai.handlers.CheckpointLoader`` (which also loads with ``weights_only=True``): the checkpoint
+    is checked against every object before any is changed, and failures raise :class:`CheckpointError` naming the
+    file, the object, the first mismatching keys and shapes and the likely cause, instead of a bare ``RuntimeError``
+    / ``KeyError`` / ``UnpicklingError``. MONAI's ``strict_shape=False`` (partial transfer) is not offered.
+
+    As in MONAI: the engine's ``max_epochs`` is kept (a checkpoint whose epoch exceeds it is an error), and a
+    ``load_dict`` with one entry accepts a checkpoint that is that entry's state dict.
+
+    Args:
+        load_path: the checkpoint file.
+        load_dict: name -> object with ``load_state_dict`` (network, optimisers, LR scheduler, modality importance,
+            the trainer itself for resume).
+        name: logger name; ``None`` (default) uses ``engine.logger``.
+        map_location: passed to ``torch.load``.
+        strict: see :func:`check_compatible`. Default True.
+
+    Raises:
+        ValueError: when ``load_path`` is empty or ``load_dict`` is empty.
+    """
+
+    def __init__(
+        self,
+        load_path: PathLike,
+        load_dict: Mapping[str, Any],
+        name: Optional[str] = None,
+        map_location: Any = None,
+        strict: bool = True,
+    ) -> None:
+        if not load_path:
+            raise ValueError("load_path must name the checkpoint file to load.")
+        if not load_dict:
+            raise ValueError("load_dict must name at least one object to load.")
+        self.load_path = Path(load_path)
+        self.load_dict = dict(load_dict)
+        self.map_location = map_location
+        self.strict = strict
+        self.logger = logging.getLogger(name)
+        self._name = name
+
+    def attach(self, engine: Engine) -> None:
+        """
+        Args:
+            engine: the engine (trainer, evaluator) whose run starts by loading the checkpoint.
+        """
+        if self._name is None:
+            self.logger = engine.logger
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        """
+        Args:
+            engine: the engine.
+
+        Raises:
+            CheckpointError: see :func:`load_objects`; also when the checkpoint's epoch exceeds the engine's
+                ``max_epochs``.
+        """
+        prior_max_epochs = engine.state.max_epochs
+        load_objects(self.load_dict, self.load_path, self.map_location, self.strict)
+        if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
+            raise CheckpointError(
+                self.load_path,
+                f"is at epoch {engine.state.epoch}, beyond the engine's max_epochs {prior_max_epochs}; "
+                "raise max_epochs to train further.",
+            )
+        engine.state.max_epochs = prior_max_epochs
+        self.logger.info("Restored all variables from %s (iteration %d)", self.load_path, engine.state.iteration)
+
+
+class AtomicDiskSaver(DiskSaver):
+    """Ignite ``DiskSaver`` that writes via :func:`mckd.fileio.atomic_path` and removes superseded files afterwards.
+
+    Ignite's ``Checkpoint`` calls ``remove(old)`` *before* ``__call__(new)``; here ``remove`` only schedules the
+    removal, which happens once the next file has been written and renamed into place, so a crash while saving leaves
+    the previous checkpoint intact and no partial file under a final name. Files get the permissions of an ordinary
+    file readable by group and others, as ignite's own atomic saver makes them.
+
+    Args:
+        dirname: folder of the checkpoints (created when absent).
+        filename: a fixed file name that replaces ignite's generated one (as MONAI's ``final_filename`` /
+            ``key_metric_filename``); None keeps ignite's names.
+    """
+
+    def __init__(self, dirname: PathLike, filename: Optional[str] = None) -> None:
+        super().__init__(dirname=dirname, atomic=True, require_empty=False)
+        self.filename = filename
+        self._pending: list[str] = []
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Optional[Mapping] = None) -> None:
+        """Write ``checkpoint`` under ``filename`` (or the fixed name), then remove the superseded files."""
+        filename = self.filename or filename
+        super().__call__(checkpoint, filename, metadata)
+        pending, self._pending = self._pending, []
+        for old in pending:
+            if old != filename:
+                (self.dirname / old).unlink(missing_ok=True)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Any) -> None:
+        with atomic_path(path) as tmp:
+            func(checkpoint, tmp, **self.kwargs)
+            _readable_by_all(tmp)
+
+    def remove(self, filename: str) -> None:
+        """Schedule ``filename`` (or the fixed name) for removal after the next successful write."""
+        self._pending.append(self.filename or filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` (same arguments and behaviour) with atomic writes that never lose the last file.
+
+    Every checkpoint (interval, key metric, final) goes through :class:`AtomicDiskSaver`: written to a temporary name
+    and renamed, the previous file removed only after that. Use it wherever a bundle uses ``CheckpointSaver``.
+
+    Args:
+        save_dir: see ``monai.handlers.CheckpointSaver``.
+        save_dict: see ``monai.handlers.CheckpointSaver``.
+        kwargs: the other arguments of ``monai.handlers.CheckpointSaver``.
+    """
+
+    def __init__(self, save_dir: str, save_dict: dict, **kwargs: Any) -> None:
+        super().__init__(save_dir, save_dict, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                checkpoint.save_handler = AtomicDiskSaver(save_dir, getattr(checkpoint.save_handler, "filename", None))

@@ -1,0 +1,167 @@
+"""Stop training cleanly on SIGINT / SIGTERM: finish the iteration, save a resumable checkpoint, end the run.
+
+A cluster scheduler's ``SIGTERM`` (pre-emption, time limit) or a user's Ctrl-C (``SIGINT``) must not cost the work since
+the last periodic checkpoint. :class:`GracefulInterrupt` turns the first such signal into a flag; the engine finishes the
+current iteration (every ``ITERATION_COMPLETED`` handler included: LR schedule, stats), the handler writes the
+``save_dict`` atomically and terminates the run without ``Events.COMPLETED`` (so no "final" checkpoint claims the
+training finished). A second signal acts as it did before the handler was installed (e.g. Ctrl-C twice interrupts at
+once).
+
+Exit status: ``engine.run()`` returns normally; call :meth:`GracefulInterrupt.exit_if_interrupted` after it (the
+bundle's ``run`` list does) to leave with ``128 + signal number``, the shell convention: 130 after SIGINT, 143 after
+SIGTERM. A run that was not interrupted continues (status 0).
+
+Resume: load the written file with :class:`mckd.checkpoints.SafeCheckpointLoader` (or MONAI's ``CheckpointLoader``)
+into the same dictionary; the trainer continues at the next iteration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from mckd.checkpoints import save_checkpoint
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import(
+        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
+    )
+
+__all__ = ["GracefulInterrupt"]
+
+PathLike = Union[str, os.PathLike]
+
+
+class GracefulInterrupt:
+    """On SIGINT/SIGTERM, save ``save_dict`` to ``save_dir/filename`` after the current iteration and stop the engine.
+
+    Signal handlers are installed at ``Events.STARTED`` and the previous ones restored when the run completes or is
+    terminated, and as soon as a first signal arrives. When the run fails with an exception the handler stays
+    installed but passes any signal straight on to the previous handler (registering for ``EXCEPTION_RAISED`` would
+    make ignite swallow the exception). Python only delivers signals to the main thread: when the engine runs in
+    another thread nothing is installed (a warning is logged).
+
+    Put every object a resume needs in ``save_dict`` (the bundle's ``checkpoint_dict``): network, optimiser, LR
+    scheduler, modality importance and its optimiser, and the trainer itself (its iteration and epoch).
+
+    Args:
+        save_dict: name -> object with ``state_dict``, as MONAI's ``CheckpointSaver``.
+        save_dir: folder of the checkpoint (created when absent).
+        filename: file name of the checkpoint. Default ``"interrupted.pt"``.
+        signals: the signals to catch. Default SIGINT and SIGTERM.
+        name: logger name; ``None`` (default) uses ``engine.logger``.
+
+    Raises:
+        ValueError: when ``save_dict`` is empty, ``filename`` is not a plain file name or ``signals`` is empty.
+    """
+
+    def __init__(
+        self,
+        save_dict: Mapping[str, Any],
+        save_dir: PathLike,
+        filename: str = "interrupted.pt",
+        signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+        name: Optional[str] = None,
+    ) -> None:
+        if not save_dict:
+            raise ValueError("save_dict must name at least one object to save.")
+        if not filename or Path(filename).name != filename:
+            raise ValueError(f"filename must be a plain file name, got '{filename}'.")
+        if not signals:
+            raise ValueError("signals must name at least one signal.")
+        self.save_dict = dict(save_dict)
+        self.path = Path(save_dir) / filename
+        self.signals = tuple(signal.Signals(s) for s in signals)
+        self.logger = logging.getLogger(name)
+        self._name = name
+        self.received: Optional[signal.Signals] = None
+        self.saved_path: Optional[Path] = None
+        self._previous: dict[signal.Signals, Any] = {}
+        self._running = False
+
+    def attach(self, engine: Engine) -> None:
+        """
+        Args:
+            engine: the trainer.
+        """
+        if self._name is None:
+            self.logger = engine.logger
+        engine.add_event_handler(Events.STARTED, self._install)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._maybe_stop)
+        engine.add_event_handler(Events.TERMINATE, self._maybe_save)
+        engine.add_event_handler(Events.COMPLETED, self._restore_handlers)
+        engine.add_event_handler(Events.TERMINATE, self._restore_handlers)
+
+    def _install(self, engine: Engine) -> None:
+        """Install the signal handlers (main thread only)."""
+        self.received = None
+        self.saved_path = None
+        self._running = True
+        if threading.current_thread() is not threading.main_thread():
+            self.logger.warning("GracefulInterrupt: the engine runs outside the main thread; signals are not caught.")
+            return
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
+        """Record the signal and give the signals back to their previous handlers (a second one acts at once).
+
+        Outside a run (after a failed one) the signal goes straight on to the previous handler.
+        """
+        running = self._running
+        self._restore_handlers()
+        if running:
+            self.received = signal.Signals(signum)
+        else:
+            signal.raise_signal(signum)
+
+    def _restore_handlers(self, *_: Any) -> None:
+        """Put back the signal handlers that were installed before :meth:`_install`."""
+        self._running = False
+        previous, self._previous = self._previous, {}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _maybe_stop(self, engine: Engine) -> None:
+        """At the end of an iteration, terminate the run when a signal arrived."""
+        if self.received is not None:
+            self.logger.warning(
+                "%s received: stopping after iteration %d.", self.received.name, engine.state.iteration
+            )
+            engine.terminate(skip_completed=True)
+
+    def _maybe_save(self, engine: Engine) -> None:
+        """After the last iteration's handlers, write the checkpoint (atomically) when the stop was ours."""
+        if self.received is None:
+            return
+        self.saved_path = save_checkpoint(self.save_dict, self.path)
+        self.logger.warning(
+            "Saved '%s' at iteration %d; resume from it with the same configuration.",
+            self.saved_path, engine.state.iteration,
+        )
+
+    @property
+    def exit_status(self) -> int:
+        """0 when no signal arrived, else ``128 + signal number`` (130 for SIGINT, 143 for SIGTERM)."""
+        return 0 if self.received is None else 128 + int(self.received)
+
+    def exit_if_interrupted(self) -> None:
+        """Leave the process with :attr:`exit_status` when the run was interrupted; do nothing otherwise.
+
+        Raises:
+            SystemExit: with ``128 + signal number`` after an interrupted run.
+        """
+        if self.received is not None:
+            sys.exit(self.exit_status)
