@@ -1,4 +1,4 @@
-"""Check one case's files: present, readable, 3D/4D as expected, same grid, finite, non-empty, valid label values."""
+"""Check one case's files: present, readable, 3D/4D, same grid, real-valued, finite, non-empty, valid label values."""
 
 from __future__ import annotations
 
@@ -84,6 +84,10 @@ class _CaseChecker:
             self.report(path, f"wrong dimensionality: shape {shape}, expected {wanted}")
             return None
         self.compare_grid(path, shape[:3], image.affine)
+        dtype = image.get_data_dtype()
+        if dtype.kind in "bc":
+            self.report(path, f"unsupported data type {dtype} (expected integer or floating-point voxels)")
+            return None
         try:
             return np.asanyarray(image.dataobj)
         except _READ_ERRORS as err:

@@ -5,8 +5,8 @@ Usage::
     python -m data_prep.brats --root DIR --out datalist.json [--layout auto|brats2018|brats2021|brats2023|msd]
         [--split paper|kfold:K:I|ratio:R] [--seed S] [--strict] [--allow-missing-modalities] [--jobs N]
 
-Every case is checked (missing, unreadable or corrupt files, wrong dimensionality, shape/affine mismatch, label values
-outside the release's convention, NaN/Inf, all-zero images). Bad cases are skipped with a warning naming case, file
+Every case is checked (missing, unreadable or corrupt files, wrong dimensionality or data type, shape/affine mismatch,
+label values outside the release's convention, NaN/Inf, all-zero images). Bad cases are skipped with a warning naming case, file
 and reason (``--strict``: nothing is written). Paths in the datalist are relative to the datalist's folder, so
 ``monai.data.load_decathlon_datalist(path, data_list_key=...)`` resolves them with its default ``base_dir``.
 
