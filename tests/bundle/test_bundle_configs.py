@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from mckd.availability import pack_available
 from mckd.brats.conventions import MODALITIES, REGIONS
@@ -96,3 +96,11 @@ def test_network_reads_availability_from_the_packed_flags(bundle):
         repacked = network(pack_available(noisy_missing, only_t1ce))
     torch.testing.assert_close(packed, explicit)
     torch.testing.assert_close(packed, repacked)
+
+
+
+def test_multi_gpu_overlay_silences_only_the_loggers_on_other_ranks(bundle):
+    parser = ConfigParser()
+    parser.read_config(bundle.config_files("train.json", "multi_gpu_train.json"))
+    silenced = [h["_target_"] for h in parser["train"]["handlers"] if h.get("_disabled_") == "@is_not_rank0"]
+    assert silenced == ["StatsHandler", "TensorBoardStatsHandler"]
