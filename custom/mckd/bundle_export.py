@@ -37,7 +37,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from mckd.fileio import write_json_atomic, write_text_atomic
+from mckd.fileio import write_text_atomic
 
 __all__ = [
     "VENDORED_PACKAGES",
@@ -290,7 +290,8 @@ def export_bundle(
     meta["required_packages_version"] = packages
     dirs = [Path(d) for d in schema_dirs] if schema_dirs is not None else [bundle.parent, bundle]
     _validate_metadata(meta, dirs)
-    write_json_atomic(out / "configs" / "metadata.json", meta)
+    # free-text fields name commands too (``python -m data_prep.brats``)
+    write_text_atomic(out / "configs" / "metadata.json", rewrite_config_text(json.dumps(meta, indent=4)) + "\n")
 
     pinned = {name.lower() for name in packages} | _BASE_DISTRIBUTIONS
     result.unpinned = sorted(_third_party_distributions(sources) - pinned)
