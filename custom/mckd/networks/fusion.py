@@ -1,20 +1,31 @@
-"""Fusion of per-modality features when some modalities are missing: per-sample mean fill and importance scaling.
+"""Fusion of per-modality features when some modalities are missing: gather/scatter, mean fill, importance scaling.
 
-Both helpers work on any per-modality tensor ``[B, M, *F]`` (segmentation bottlenecks, skip features, embedding
-vectors) with the availability mask ``[B, M]``, so every MCKD network shares the same fill rule. They are written
-with TorchScript-compatible operations only, so networks that call them stay scriptable.
+The helpers work on any per-modality tensor ``[B, M, *F]`` (segmentation bottlenecks, skip features, embedding
+vectors) with the availability mask ``[B, M]``, so every MCKD network shares the same fill rule: a missing
+modality's features are the mean of the same sample's available ones. A network with a shared encoder can
+:func:`gather_available` the ``(sample, modality)`` pairs it has, encode only those (compute follows availability),
+and put the results back with :func:`scatter_available` (zeros for missing) or :func:`scatter_mean_fill` (filled;
+the same result as ``mean_fill(scatter_available(...))`` with less memory traffic). Everything is written with
+TorchScript-compatible operations, so networks that call these helpers stay scriptable.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["mean_fill", "scale_modalities"]
+__all__ = ["gather_available", "scatter_available", "scatter_mean_fill", "mean_fill", "scale_modalities"]
 
 
 def _per_modality_shape(batch: int, num_modalities: int, ndim: int) -> list[int]:
     """Shape ``[batch, num_modalities, 1, ...]`` that broadcasts a per-modality value over ``ndim``-d features."""
     return [batch, num_modalities] + [1] * (ndim - 2)
+
+
+def _check_rows(encoded: torch.Tensor, index: torch.Tensor) -> None:
+    if encoded.ndim < 1 or encoded.shape[0] != index.shape[0]:
+        raise ValueError(
+            f"expected one row of features per available pair ({index.shape[0]}); got shape {list(encoded.shape)}."
+        )
 
 
 def _check_mask(features: torch.Tensor, available: torch.Tensor) -> None:
@@ -26,6 +37,71 @@ def _check_mask(features: torch.Tensor, available: torch.Tensor) -> None:
         raise ValueError(
             f"expected features [B, M, *F] and available [B, M]; got {list(features.shape)} and {list(available.shape)}."
         )
+
+
+def _available_pairs(available: torch.Tensor) -> torch.Tensor:
+    """Flat indices ``b * M + m`` of the available pairs, in row-major order (the order of the gathered batch)."""
+    if available.ndim != 2:
+        raise ValueError(f"expected available [B, M]; got {list(available.shape)}.")
+    return available.to(torch.bool).reshape(-1).nonzero().squeeze(1)
+
+
+def gather_available(x: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """Fold the available ``(sample, modality)`` pairs of ``x[B, M, *S]`` into one batch ``[n_available, *S]``.
+
+    Missing modalities' entries are not read.
+
+    Args:
+        x: per-modality inputs ``[B, M, *S]``.
+        available: boolean mask ``[B, M]``.
+
+    Raises:
+        ValueError: when the shapes do not match.
+    """
+    _check_mask(x, available)
+    return x.reshape([x.shape[0] * x.shape[1]] + list(x.shape[2:])).index_select(0, _available_pairs(available))
+
+
+def scatter_available(encoded: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`gather_available`: ``[n_available, *F]`` -> ``[B, M, *F]`` with zeros for missing pairs.
+
+    Args:
+        encoded: features of the available pairs, in the order of :func:`gather_available`.
+        available: boolean mask ``[B, M]``.
+
+    Raises:
+        ValueError: when ``encoded`` does not have one row per available pair.
+    """
+    index = _available_pairs(available)
+    _check_rows(encoded, index)
+    batch, num_modalities = available.shape[0], available.shape[1]
+    full = encoded.new_zeros([batch * num_modalities] + list(encoded.shape[1:])).index_copy(0, index, encoded)
+    return full.reshape([batch, num_modalities] + list(encoded.shape[1:]))
+
+
+def scatter_mean_fill(encoded: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """``mean_fill(scatter_available(encoded, available), available)``, computed without the intermediate zeros.
+
+    Args:
+        encoded: features of the available pairs ``[n_available, *F]``, in the order of :func:`gather_available`.
+        available: boolean mask ``[B, M]``.
+
+    Raises:
+        ValueError: when ``encoded`` does not have one row per available pair or a sample has no available modality.
+    """
+    index = _available_pairs(available)
+    _check_rows(encoded, index)
+    batch, num_modalities = available.shape[0], available.shape[1]
+    feature_shape = list(encoded.shape[1:])
+    if index.numel() == batch * num_modalities:
+        return encoded.reshape([batch, num_modalities] + feature_shape)
+    counts = available.to(torch.bool).sum(dim=1)
+    if bool((counts == 0).any()):
+        raise ValueError("every sample needs at least one available modality to fill the missing ones from.")
+    sums = encoded.new_zeros([batch] + feature_shape).index_add(0, torch.div(index, num_modalities, rounding_mode="floor"), encoded)
+    means = sums / counts.to(encoded.dtype).reshape([batch] + [1] * len(feature_shape))
+    full = means.repeat_interleave(num_modalities, dim=0).index_copy(0, index, encoded)
+    return full.reshape([batch, num_modalities] + feature_shape)
 
 
 def mean_fill(features: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
@@ -49,11 +125,12 @@ def mean_fill(features: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
     counts = available.sum(dim=1)
     if bool((counts == 0).any()):
         raise ValueError("every sample needs at least one available modality to fill the missing ones from.")
-    mask = available.reshape(_per_modality_shape(available.shape[0], available.shape[1], features.ndim))
-    kept = torch.where(mask, features, torch.zeros_like(features))
-    denominator = counts.to(features.dtype).reshape(_per_modality_shape(available.shape[0], 1, features.ndim))
-    mean = kept.sum(dim=1, keepdim=True) / denominator
-    return torch.where(mask, features, mean)
+    # a [B, M, N] view with a [B, M, 1] mask: broadcasting over one contiguous dimension is several times faster
+    flat = features.reshape(features.shape[0], features.shape[1], -1)
+    mask = available.unsqueeze(2)
+    kept = torch.where(mask, flat, torch.zeros((1,), dtype=flat.dtype, device=flat.device))
+    mean = kept.sum(dim=1, keepdim=True) / counts.to(flat.dtype).reshape(-1, 1, 1)
+    return torch.where(mask, flat, mean).reshape(features.shape)
 
 
 def scale_modalities(features: torch.Tensor, modality_scale: torch.Tensor) -> torch.Tensor:
