@@ -51,6 +51,7 @@ __all__ = [
     "check_compatible",
     "load_objects",
     "save_checkpoint",
+    "ensure_writable_folder",
     "SafeCheckpointLoader",
     "AtomicDiskSaver",
     "AtomicCheckpointSaver",
@@ -254,6 +255,24 @@ def save_checkpoint(save_dict: Mapping[str, Any], path: PathLike) -> Path:
     return Path(path)
 
 
+def ensure_writable_folder(folder: PathLike) -> Path:
+    """Create ``folder`` if needed and check that files can be written into it; return it.
+
+    For handlers that write later (on a signal, at the end of an epoch): a bad output folder fails at start.
+
+    Raises:
+        PermissionError: naming the folder, when it cannot be created (e.g. a path below a regular file) or written.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PermissionError(f"cannot create checkpoint folder '{folder}': {err.strerror or err}") from err
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"checkpoint folder '{folder}' is not writable.")
+    return folder
+
+
 def _readable_by_all(path: Path) -> None:
     """Add group and other read permission (a temporary file is created owner-only), as ignite's saver does."""
     os.chmod(path, os.stat(path).st_mode | stat.S_IRGRP | stat.S_IROTH)
@@ -379,9 +398,13 @@ class AtomicCheckpointSaver(CheckpointSaver):
         save_dir: see ``monai.handlers.CheckpointSaver``.
         save_dict: see ``monai.handlers.CheckpointSaver``.
         kwargs: the other arguments of ``monai.handlers.CheckpointSaver``.
+
+    Raises:
+        PermissionError: when ``save_dir`` cannot be created or written (see :func:`ensure_writable_folder`).
     """
 
     def __init__(self, save_dir: str, save_dict: dict, **kwargs: Any) -> None:
+        ensure_writable_folder(save_dir)
         super().__init__(save_dir, save_dict, **kwargs)
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from mckd.checkpoints import save_checkpoint
+from mckd.checkpoints import ensure_writable_folder, save_checkpoint
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -105,7 +105,12 @@ class GracefulInterrupt:
         engine.add_event_handler(Events.TERMINATE, self._restore_handlers)
 
     def _install(self, engine: Engine) -> None:
-        """Install the signal handlers (main thread only)."""
+        """Check the output folder and install the signal handlers (main thread only).
+
+        Raises:
+            PermissionError: when the checkpoint folder cannot be created or written (at start, not on the signal).
+        """
+        ensure_writable_folder(self.path.parent)
         self.received = None
         self.saved_path = None
         self._running = True
