@@ -1,14 +1,14 @@
 """Stop training cleanly on SIGINT / SIGTERM: finish the iteration, save a resumable checkpoint, end the run.
 
-A cluster scheduler's ``SIGTERM`` (pre-emption, time limit) or a user's Ctrl-C (``SIGINT``) must not cost the work since
-the last periodic checkpoint. :class:`GracefulInterrupt` turns the first such signal into a flag; the engine finishes the
-current iteration (every ``ITERATION_COMPLETED`` handler included: LR schedule, stats), the handler writes the
-``save_dict`` atomically and terminates the run without ``Events.COMPLETED`` (so no "final" checkpoint claims the
-training finished). A second signal acts as it did before the handler was installed (e.g. Ctrl-C twice interrupts at
-once).
+A cluster scheduler's ``SIGTERM`` (pre-emption, time limit) or a user's Ctrl-C (``SIGINT``) must not cost the work
+since the last periodic checkpoint. :class:`GracefulInterrupt` turns the first such signal into a flag; the engine
+finishes the current iteration (every ``ITERATION_COMPLETED`` handler included: LR schedule, stats), the handler
+writes the ``save_dict`` atomically and terminates the run without ``Events.COMPLETED`` (so no "final" checkpoint
+claims the training finished). A second signal acts as it did before the handler was installed (e.g. Ctrl-C twice
+interrupts at once).
 
 Exit status: ``engine.run()`` returns normally; call :meth:`GracefulInterrupt.exit_if_interrupted` after it (the
-bundle's ``run`` list does) to leave with ``128 + signal number``, the shell convention: 130 after SIGINT, 143 after
+bundle's ``run`` list should) to leave with ``128 + signal number``, the shell convention: 130 after SIGINT, 143 after
 SIGTERM. A run that was not interrupted continues (status 0).
 
 Resume: load the written file with :class:`mckd.checkpoints.SafeCheckpointLoader` (or MONAI's ``CheckpointLoader``)

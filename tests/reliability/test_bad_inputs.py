@@ -372,5 +372,6 @@ def test_inference_discovery_reports_a_case_without_any_modality(tmp_path):
     _nifti(tmp_path / "in" / "ok" / "ok_flair.nii.gz", _volume())
     found = discover_cases(tmp_path / "in")
     assert [c["case_id"] for c in found.cases] == ["ok"]
-    assert [(p.case_id, p.reason) for p in found.problems] == [("empty_case", "no modality image found in this folder.")]
+    problems = [(p.case_id, p.reason) for p in found.problems]
+    assert problems == [("empty_case", "no modality image found in this folder.")]
     assert os.path.basename(found.problems[0].path) == "empty_case"

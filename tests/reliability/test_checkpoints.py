@@ -105,7 +105,7 @@ def test_checkpoint_without_an_expected_entry_lists_what_it_holds(tmp_path, toy)
     _, save_dict = toy.build(1)
     save_checkpoint({"model": save_dict["model"], "optimizer": save_dict["optimizer"]}, tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match=r"has no entry modality_weights \(it holds model, optimizer\)"):
-        load_objects({"model": save_dict["model"], "modality_weights": save_dict["modality_weights"]}, tmp_path / "c.pt")
+        load_objects({key: save_dict[key] for key in ("model", "modality_weights")}, tmp_path / "c.pt")
 
 
 def test_optimizer_state_of_another_configuration_is_refused(tmp_path, toy):

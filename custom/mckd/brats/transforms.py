@@ -108,7 +108,8 @@ def check_dicom_series(folder: PathLike, case_id: str | None = None) -> None:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception as err:  # pydicom raises several types for non-DICOM content
-            raise CaseError(case_id, f"'{path.name}' in this DICOM series folder is not DICOM ({err}).", folder) from err
+            reason = f"'{path.name}' in this DICOM series folder is not DICOM ({err})."
+            raise CaseError(case_id, reason, folder) from err
         series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
     if len(series) > 1:
         uids = ", ".join(sorted(series))
