@@ -175,7 +175,7 @@ def test_info_lists_the_bundle_with_the_names_of_its_label_map(server: Server) -
     assert server.info["datastore"]["total"] == 3
 
 
-def test_infer_returns_a_label_map_on_the_case_grid_with_the_bundle_label_values(server: Server, tmp_path: Path) -> None:
+def test_infer_returns_a_label_map_on_the_case_grid_with_the_bundle_labels(server: Server, tmp_path: Path) -> None:
     result = tmp_path / "BRATS_001_seg.nii.gz"
     result.write_bytes(_infer(server, "BRATS_001", output="image"))
     label = nib.load(str(result))

@@ -134,7 +134,7 @@ class MCKDBundleInferTask(BundleInferTask):
         """Fail when the label values named in the metadata are not the values the postprocessing writes."""
         composers = [t for t in self._postprocessing() if isinstance(t, RegionsToLabeld)]
         if not composers:
-            raise ValueError(f"{self.bundle_config_path}: the postprocessing has no RegionsToLabeld writing a label map.")
+            raise ValueError(f"{self.bundle_config_path}: no RegionsToLabeld in the postprocessing writes a label map.")
         convention = composers[-1].composer.convention
         if set(self.labels.values()) != set(convention.labels):
             raise ValueError(
