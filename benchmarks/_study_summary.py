@@ -1,0 +1,207 @@
+"""Aggregation, paired comparisons, tables and the importance plot of the accuracy study (no training here).
+
+Every function is pure (numbers in, numbers or text out) except :func:`plot_trajectories`, which writes one PNG.
+The per-run records these functions consume are produced by :mod:`benchmarks.accuracy_study`:
+
+- a BraTS run record: ``{"arm": str, "seed": int, "dice": {subset: {region: float}}, ...}``;
+- an AV-MNIST run record: ``{"arm": str, "seed": int, "accuracy": {inputs: float}, ...}``;
+- an importance trajectory: ``{"arm": str, "seed": int, "modalities": [...], "points": [[iteration, p_0, ...], ...]}``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from matplotlib.figure import Figure
+from scipy import stats
+
+from mckd.fileio import atomic_path
+
+__all__ = [
+    "MEAN_ROW",
+    "SINGLES_ROW",
+    "mean_sd",
+    "paired_comparison",
+    "brats_seed_values",
+    "summarise_brats",
+    "summarise_avmnist",
+    "format_mean_sd",
+    "plot_trajectories",
+]
+
+#: Row name of the mean over all evaluated subsets (the headline number of the missing-modality tables).
+MEAN_ROW = "Mean over subsets"
+#: Row name of the mean over the single-modality subsets.
+SINGLES_ROW = "Mean of single-modality subsets"
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1) of ``values``; the deviation is NaN for fewer than 2 values.
+
+    Raises:
+        ValueError: when ``values`` is empty.
+    """
+    if not values:
+        raise ValueError("mean_sd needs at least one value.")
+    values = [float(v) for v in values]
+    sd = statistics.stdev(values) if len(values) > 1 else math.nan
+    return statistics.fmean(values), sd
+
+
+def format_mean_sd(mean: float, sd: float, scale: float = 100.0) -> str:
+    """``"mean ± sd"`` with two decimals after scaling (percent by default); a NaN deviation prints as ``n/a``."""
+    spread = "n/a" if math.isnan(sd) else f"{sd * scale:.2f}"
+    return f"{mean * scale:.2f} ± {spread}"
+
+
+def paired_comparison(reference: Mapping[int, float], other: Mapping[int, float], level: float = 0.95) -> dict[str, Any]:
+    """Difference ``reference - other`` paired by seed, with a Student-t confidence interval of its mean.
+
+    Both arms of a seed share the network initialisation, the data order and the availability draws, so the per-seed
+    difference removes most of the seed-to-seed variation. The verdict is ``"higher"`` (reference better) when the
+    whole interval lies above 0, ``"lower"`` when it lies below 0, else ``"within seed noise"``; with a single common
+    seed no interval exists and the verdict is ``"n/a (one seed)"``.
+
+    Args:
+        reference: value per seed of the reference arm (MCKD).
+        other: value per seed of the compared arm.
+        level: confidence level of the interval. Default 0.95.
+
+    Raises:
+        ValueError: when the two arms share no seed.
+    """
+    seeds = sorted(set(reference) & set(other))
+    if not seeds:
+        raise ValueError("the two arms share no seed; nothing to pair.")
+    diffs = [float(reference[s]) - float(other[s]) for s in seeds]
+    mean, sd = mean_sd(diffs)
+    if len(diffs) < 2:
+        return {"seeds": seeds, "diff_mean": mean, "diff_sd": sd, "ci_low": math.nan, "ci_high": math.nan,
+                "verdict": "n/a (one seed)"}
+    half = float(stats.t.ppf(0.5 + level / 2, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
+    low, high = mean - half, mean + half
+    verdict = "higher" if low > 0 else "lower" if high < 0 else "within seed noise"
+    return {"seeds": seeds, "diff_mean": mean, "diff_sd": sd, "ci_low": low, "ci_high": high, "verdict": verdict}
+
+
+def brats_seed_values(runs: Sequence[Mapping[str, Any]], singles: Sequence[str]) -> dict[str, dict[str, dict[str, dict[int, float]]]]:
+    """Per arm, row and region, the value of each seed.
+
+    Rows are every subset of the runs, :data:`MEAN_ROW` (mean over all subsets of the run) and :data:`SINGLES_ROW`
+    (mean over the ``singles`` subsets).
+
+    Raises:
+        ValueError: when a run lacks one of the ``singles`` subsets.
+    """
+    values: dict[str, dict[str, dict[str, dict[int, float]]]] = {}
+    for run in runs:
+        dice: Mapping[str, Mapping[str, float]] = run["dice"]
+        missing = [s for s in singles if s not in dice]
+        if missing:
+            raise ValueError(f"run {run['arm']} seed {run['seed']} lacks the single-modality subsets {missing}.")
+        regions = list(next(iter(dice.values())))
+        rows = {name: dict(per_region) for name, per_region in dice.items()}
+        rows[MEAN_ROW] = {r: statistics.fmean(dice[s][r] for s in dice) for r in regions}
+        rows[SINGLES_ROW] = {r: statistics.fmean(dice[s][r] for s in singles) for r in regions}
+        arm = values.setdefault(run["arm"], {})
+        for row, per_region in rows.items():
+            for region, value in per_region.items():
+                arm.setdefault(row, {}).setdefault(region, {})[int(run["seed"])] = float(value)
+    return values
+
+
+def summarise_brats(
+    runs: Sequence[Mapping[str, Any]], singles: Sequence[str], reference_arm: Optional[str] = None
+) -> dict[str, Any]:
+    """Mean ± sd over seeds of every row (subsets, mean over subsets, mean of singles) per arm and region, and the
+    paired comparison of ``reference_arm`` with every other arm on :data:`MEAN_ROW`, :data:`SINGLES_ROW` and each
+    single-modality subset.
+
+    Returns:
+        ``{"table": {arm: {row: {region: {"mean", "sd", "n"}}}}, "comparisons": [{"reference", "other", "row",
+        "region", ...paired_comparison}]}``.
+    """
+    values = brats_seed_values(runs, singles)
+    table = {
+        arm: {
+            row: {region: dict(zip(("mean", "sd"), mean_sd(list(per_seed.values()))), n=len(per_seed))
+                  for region, per_seed in per_region.items()}
+            for row, per_region in rows.items()
+        }
+        for arm, rows in values.items()
+    }
+    comparisons = []
+    if reference_arm is not None and reference_arm in values:
+        for other in values:
+            if other == reference_arm:
+                continue
+            for row in (MEAN_ROW, SINGLES_ROW, *singles):
+                for region, per_seed in values[reference_arm][row].items():
+                    result = paired_comparison(per_seed, values[other][row][region])
+                    comparisons.append({"reference": reference_arm, "other": other, "row": row, "region": region,
+                                        **result})
+    return {"table": table, "comparisons": comparisons}
+
+
+def summarise_avmnist(runs: Sequence[Mapping[str, Any]], reference_arm: Optional[str] = None) -> dict[str, Any]:
+    """Mean ± sd over seeds of the accuracy per arm and input set, and paired comparisons with ``reference_arm``.
+
+    Returns:
+        ``{"table": {arm: {inputs: {"mean", "sd", "n"}}}, "comparisons": [{"reference", "other", "inputs", ...}]}``.
+    """
+    values: dict[str, dict[str, dict[int, float]]] = {}
+    for run in runs:
+        for inputs, accuracy in run["accuracy"].items():
+            values.setdefault(run["arm"], {}).setdefault(inputs, {})[int(run["seed"])] = float(accuracy)
+    table = {
+        arm: {inputs: dict(zip(("mean", "sd"), mean_sd(list(per_seed.values()))), n=len(per_seed))
+              for inputs, per_seed in rows.items()}
+        for arm, rows in values.items()
+    }
+    comparisons = []
+    if reference_arm is not None and reference_arm in values:
+        for other in values:
+            if other == reference_arm:
+                continue
+            for inputs, per_seed in values[reference_arm].items():
+                result = paired_comparison(per_seed, values[other][inputs])
+                comparisons.append({"reference": reference_arm, "other": other, "inputs": inputs, **result})
+    return {"table": table, "comparisons": comparisons}
+
+
+def plot_trajectories(panels: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], target: Path) -> None:
+    """One panel per ``(title, trajectories)``: importance ``p`` per modality over training iterations.
+
+    Each seed is drawn as a thin line; the mean over seeds (at the iterations all seeds share) as a thick one.
+    The PNG is written atomically.
+    """
+    fig = Figure(figsize=(5.0 * max(1, len(panels)), 3.8))
+    for index, (title, trajectories) in enumerate(panels, start=1):
+        ax = fig.add_subplot(1, max(1, len(panels)), index)
+        if not trajectories:
+            ax.set_title(f"{title}\n(no trajectory)")
+            continue
+        modalities = list(trajectories[0]["modalities"])
+        colours = [f"C{m}" for m in range(len(modalities))]
+        for trajectory in trajectories:
+            points = np.asarray(trajectory["points"], dtype=float)
+            for m, colour in enumerate(colours):
+                ax.plot(points[:, 0], points[:, m + 1], color=colour, linewidth=0.7, alpha=0.45)
+        common = sorted(set.intersection(*(set(p[0] for p in t["points"]) for t in trajectories)))
+        for m, (name, colour) in enumerate(zip(modalities, colours)):
+            mean = [statistics.fmean(dict((p[0], p[m + 1]) for p in t["points"])[it] for t in trajectories)
+                    for it in common]
+            ax.plot(common, mean, color=colour, linewidth=2.0, label=name)
+        ax.axhline(1.0 / len(modalities), color="grey", linestyle=":", linewidth=1.0)
+        ax.set_title(f"{title} ({len(trajectories)} seed(s))")
+        ax.set_xlabel("training iteration")
+        ax.set_ylabel("importance p = softmax(w)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
