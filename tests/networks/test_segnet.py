@@ -104,7 +104,8 @@ def test_sliding_window_keeps_case_level_availability() -> None:
     with torch.no_grad():
         packed = inferer(pack_available(x, available), net)
         two_argument = inferer(x, lambda window: net(window, available.expand(window.shape[0], -1)))
-        as_if_missing = inferer(x, lambda window: net(window, torch.tensor([[True, False, False, True]]).expand(window.shape[0], -1)))
+        without_second = torch.tensor([[True, False, False, True]])
+        as_if_missing = inferer(x, lambda window: net(window, without_second.expand(window.shape[0], -1)))
     assert packed.shape == (1, 3, 24, 40, 20)
     assert torch.allclose(packed, two_argument, atol=1e-5)
     assert not torch.allclose(packed, as_if_missing, atol=1e-4)

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["gather_available", "scatter_available", "scatter_mean_fill", "mean_fill", "scale_modalities"]
+__all__ = [
+    "gather_available",
+    "scatter_available",
+    "scatter_mean_fill",
+    "mean_fill",
+    "scale_modalities",
+]
 
 
 def _per_modality_shape(batch: int, num_modalities: int, ndim: int) -> list[int]:
@@ -31,11 +37,13 @@ def _check_rows(encoded: torch.Tensor, index: torch.Tensor) -> None:
 def _check_mask(features: torch.Tensor, available: torch.Tensor) -> None:
     if features.ndim < 2 or available.ndim != 2 or available.shape[0] != features.shape[0]:
         raise ValueError(
-            f"expected features [B, M, *F] and available [B, M]; got {list(features.shape)} and {list(available.shape)}."
+            f"expected features [B, M, *F] and available [B, M]; "
+            f"got {list(features.shape)} and {list(available.shape)}."
         )
     if available.shape[1] != features.shape[1]:
         raise ValueError(
-            f"expected features [B, M, *F] and available [B, M]; got {list(features.shape)} and {list(available.shape)}."
+            f"expected features [B, M, *F] and available [B, M]; "
+            f"got {list(features.shape)} and {list(available.shape)}."
         )
 
 
@@ -98,7 +106,8 @@ def scatter_mean_fill(encoded: torch.Tensor, available: torch.Tensor) -> torch.T
     counts = available.to(torch.bool).sum(dim=1)
     if bool((counts == 0).any()):
         raise ValueError("every sample needs at least one available modality to fill the missing ones from.")
-    sums = encoded.new_zeros([batch] + feature_shape).index_add(0, torch.div(index, num_modalities, rounding_mode="floor"), encoded)
+    sample = torch.div(index, num_modalities, rounding_mode="floor")
+    sums = encoded.new_zeros([batch] + feature_shape).index_add(0, sample, encoded)
     means = sums / counts.to(encoded.dtype).reshape([batch] + [1] * len(feature_shape))
     full = means.repeat_interleave(num_modalities, dim=0).index_copy(0, index, encoded)
     return full.reshape([batch, num_modalities] + feature_shape)
@@ -155,6 +164,8 @@ def scale_modalities(features: torch.Tensor, modality_scale: torch.Tensor) -> to
         scale = modality_scale
     else:
         raise ValueError(
-            f"modality_scale must be [M] or [B, M] with B={batch}, M={num_modalities}; got {list(modality_scale.shape)}."
+            f"modality_scale must be [M] or [B, M] with B={batch}, M={num_modalities}; "
+            f"got {list(modality_scale.shape)}."
         )
-    return features * scale.to(features.dtype).reshape(_per_modality_shape(scale.shape[0], num_modalities, features.ndim))
+    shape = _per_modality_shape(scale.shape[0], num_modalities, features.ndim)
+    return features * scale.to(features.dtype).reshape(shape)

@@ -97,9 +97,20 @@ class LightDecoder(nn.Module):
             stages.append(
                 SkipAddStage(
                     upsample=Convolution(
-                        3, c_deep, c_skip, strides=2, kernel_size=2, padding=0, output_padding=0, is_transposed=True, conv_only=True, bias=False
+                        3,
+                        c_deep,
+                        c_skip,
+                        strides=2,
+                        kernel_size=2,
+                        padding=0,
+                        output_padding=0,
+                        is_transposed=True,
+                        conv_only=True,
+                        bias=False,
                     ),
-                    project=Convolution(3, num_modalities * c_skip, c_skip, kernel_size=1, norm=_NORM, act=_ACT, bias=False),
+                    project=Convolution(
+                        3, num_modalities * c_skip, c_skip, kernel_size=1, norm=_NORM, act=_ACT, bias=False
+                    ),
                     refine=Convolution(3, c_skip, c_skip, kernel_size=3, norm=_NORM, act=_ACT, bias=False),
                 )
             )

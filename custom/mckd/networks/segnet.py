@@ -27,7 +27,13 @@ from torch import nn
 from mckd.availability import unpack_available
 from mckd.networks.conv import use_onednn_conv3d
 from mckd.networks.feature_tap import FeatureTap
-from mckd.networks.fusion import gather_available, mean_fill, scale_modalities, scatter_available, scatter_mean_fill
+from mckd.networks.fusion import (
+    gather_available,
+    mean_fill,
+    scale_modalities,
+    scatter_available,
+    scatter_mean_fill,
+)
 from mckd.networks.light import LightDecoder, LightEncoder
 from mckd.networks.resnet_aspp import ResNetASPPDecoder, ResNetASPPEncoder
 
@@ -64,9 +70,11 @@ class MultiModalSegNet(nn.Module):
     Args:
         num_modalities: number of modalities ``M``. Default 4.
         out_channels: number of output (region) channels. Default 3.
-        backbone: ``"light"`` (small, CPU-friendly; options ``filters``, default ``(8, 16, 32, 64)``, and
-            ``subunits``, default 2) or ``"resnet50_aspp"`` (the published 3D ResNet-50 + ASPP, 43.66 M parameters
-            for 4 modalities and 3 outputs; options ``layers``, ``widths``). Default ``"light"``.
+        backbone: ``"light"`` (small, CPU-friendly, total stride 16; options ``filters``, default
+            ``(8, 16, 32, 64)``, ``units_per_level``, default 2, and ``subunits``, default 2) or ``"resnet50_aspp"``
+            (the published 3D ResNet-50 + ASPP, 43,656,160 parameters for 4 modalities and 3 outputs, total stride
+            (16, 32, 32), smallest training crop 32^3; options ``layers``, ``widths``, ``feature_channels``).
+            Default ``"light"``.
         paper_exact: reproduce the published missing-modality handling (see the module docstring). Default False.
         backbone_options: keyword options of the chosen backbone's encoder.
 
