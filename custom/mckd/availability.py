@@ -73,11 +73,12 @@ def unpack_available(x: torch.Tensor, num_modalities: int) -> tuple[torch.Tensor
     """Split a packed tensor ``[B, 2M, *S]`` into ``(image[B, M, *S], available[B, M])``.
 
     A modality is available when its flag channel is non-zero anywhere in ``x`` (see the module docstring).
+    TorchScript-compatible, so scripted networks decode their input with this same function.
     """
     if x.ndim < 3 or x.shape[1] != 2 * num_modalities:
         raise ValueError(
             f"a packed input needs {2 * num_modalities} channels ({num_modalities} modalities + {num_modalities} "
-            f"availability flags); got shape {tuple(x.shape)}."
+            f"availability flags); got shape {list(x.shape)}."
         )
     image = x[:, :num_modalities]
     available = x[:, num_modalities:].flatten(2).abs().amax(dim=2) > 0

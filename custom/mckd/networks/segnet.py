@@ -42,23 +42,6 @@ __all__ = ["MultiModalSegNet", "BACKBONES"]
 BACKBONES = ("light", "resnet50_aspp")
 
 
-def _unpack(x: torch.Tensor, num_modalities: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`mckd.availability.unpack_available`, also inside TorchScript.
-
-    TorchScript cannot compile ``unpack_available`` (its error message formats ``tuple(x.shape)``), so a scripted
-    network applies the same documented rule here: image = first ``M`` channels, a modality is available when its
-    flag channel is non-zero anywhere. ``test_scripted_network_matches_eager_for_every_subset`` keeps both equal.
-    """
-    if torch.jit.is_scripting():
-        if x.shape[1] != 2 * num_modalities:
-            raise ValueError(
-                f"a packed input needs {2 * num_modalities} channels ({num_modalities} modalities + {num_modalities} "
-                f"availability flags); got shape {list(x.shape)}."
-            )
-        return x[:, :num_modalities], x[:, num_modalities:].flatten(2).abs().amax(dim=2) > 0
-    return unpack_available(x, num_modalities)
-
-
 class MultiModalSegNet(nn.Module):
     """Segment from any non-empty subset of ``M`` single-channel modalities (MCKD / MetaKD).
 
@@ -135,7 +118,7 @@ class MultiModalSegNet(nn.Module):
         if x.ndim != 5:
             raise ValueError(f"expected a 5D input [B, C, D, H, W]; got shape {list(x.shape)}.")
         if available is None:
-            image, mask = _unpack(x, self.num_modalities)
+            image, mask = unpack_available(x, self.num_modalities)
         else:
             if x.shape[1] != self.num_modalities:
                 raise ValueError(
