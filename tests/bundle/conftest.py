@@ -25,6 +25,7 @@ CASE_SHAPE = (32, 32, 32)
 #: meta rounds before iterations 1 and 4, validation after each 2-iteration epoch.
 SMALL_RUN = {
     "crop_size": [32, 32, 32],
+    "sw_roi_size": [32, 32, 32],
     "batch_size": 1,
     "num_workers": 0,
     "num_iterations": 4,

@@ -98,6 +98,6 @@ def test_exported_copy_trains_and_infers_in_a_fresh_environment_without_mckd(exp
     output = tmp_path / "predictions"
     infer = ["-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--bundle_root", str(run_root)]
     infer += ["--dataset_dir", str(case_folder), "--output_dir", str(output), "--backbone", "light"]
-    infer += ["--roi_size", "[32,32,32]", "--num_workers", "0"]
+    infer += ["--sw_roi_size", "[32,32,32]", "--num_workers", "0"]
     run(*infer)
     assert (output / f"{case_folder.name}_seg.nii.gz").is_file()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Events
-from monai.bundle import ConfigWorkflow, ckpt_export
+from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export
 from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.metrics import DiceMetric
@@ -63,19 +63,17 @@ def trained(bundle, brats_data, tmp_path_factory) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def inference(bundle, trained):
-    """Run the inference workflow on ``dataset_dir`` with the trained light model; returns the workflow."""
+    """Run the inference workflow (with the CPU overlay the model was trained with) on ``dataset_dir``."""
 
     def run(dataset_dir: Path, output_dir: Path, **override) -> ConfigWorkflow:
         workflow = _workflow(
             bundle,
-            ("inference.json",),
+            ("inference.json", "cpu_small.json"),
             "infer",
             bundle_root=str(trained.root),
             dataset_dir=str(dataset_dir),
             output_dir=str(output_dir),
-            backbone="light",
-            roi_size=[32, 32, 32],
-            num_workers=0,
+            sw_roi_size=[32, 32, 32],
             **override,
         )
         assert workflow.check_properties() == []
@@ -242,8 +240,10 @@ def test_ckpt_export_gives_torchscript_that_runs_with_a_modality_subset(trained,
         backbone="light",
     )
     scripted = torch.jit.load(str(target))
-    workflow = _workflow(bundle, ("inference.json",), None, backbone="light")
-    network = workflow.parser.get_parsed_content("network_def")
+    parser = ConfigParser()
+    parser.read_config(bundle.config_files("inference.json"))
+    parser["backbone"] = "light"
+    network = parser.get_parsed_content("network_def")
     network.load_state_dict(torch.load(trained.models / "model.pt", weights_only=True)["model"])
     network.eval()
     image = torch.randn(1, 4, 32, 32, 32)
