@@ -139,9 +139,9 @@ BUDGETS: dict[str, Budget] = {
         brats_shape=(64, 64, 48),
         brats_test_ratio=0.25,
         brats_overrides={
-            "crop_size": [32, 48, 48], "batch_size": 2, "num_workers": 0, "num_iterations": 200,
-            "epoch_length": 200, "warmup_iterations": 100, "meta_interval": 20, "meta_steps": 4,
-            "momentum": 0.9, "sw_overlap": 0.25,
+            "crop_size": [32, 48, 48], "batch_size": 2, "num_workers": 0, "num_iterations": 600,
+            "epoch_length": 600, "warmup_iterations": 300, "meta_interval": 20, "meta_steps": 4,
+            "sw_overlap": 0.25,
         },
     ),
 }
