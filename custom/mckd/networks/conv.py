@@ -32,6 +32,10 @@ class OneDNNConv3d(nn.Conv3d):
         super().__init__(*args, **kwargs)
         self.use_onednn: bool = _wants_onednn(self)
 
+    def kernel(self) -> torch.Tensor:
+        """The kernel that convolves the input (the weight itself; subclasses may transform it)."""
+        return self.weight
+
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         if self.use_onednn and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32:
             return torch.mkldnn_convolution(

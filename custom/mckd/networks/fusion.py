@@ -11,6 +11,8 @@ TorchScript-compatible operations, so networks that call these helpers stay scri
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "scatter_mean_fill",
     "mean_fill",
     "scale_modalities",
+    "project_mean_filled",
 ]
 
 
@@ -67,7 +70,10 @@ def gather_available(x: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
         ValueError: when the shapes do not match.
     """
     _check_mask(x, available)
-    return x.reshape([x.shape[0] * x.shape[1]] + list(x.shape[2:])).index_select(0, _available_pairs(available))
+    pairs = x.reshape([x.shape[0] * x.shape[1]] + list(x.shape[2:]))
+    if bool(available.to(torch.bool).all()):
+        return pairs
+    return pairs.index_select(0, _available_pairs(available))
 
 
 def scatter_available(encoded: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
@@ -83,6 +89,8 @@ def scatter_available(encoded: torch.Tensor, available: torch.Tensor) -> torch.T
     index = _available_pairs(available)
     _check_rows(encoded, index)
     batch, num_modalities = available.shape[0], available.shape[1]
+    if index.numel() == batch * num_modalities:
+        return encoded.reshape([batch, num_modalities] + list(encoded.shape[1:]))
     full = encoded.new_zeros([batch * num_modalities] + list(encoded.shape[1:])).index_copy(0, index, encoded)
     return full.reshape([batch, num_modalities] + list(encoded.shape[1:]))
 
@@ -169,3 +177,65 @@ def scale_modalities(features: torch.Tensor, modality_scale: torch.Tensor) -> to
         )
     shape = _per_modality_shape(scale.shape[0], num_modalities, features.ndim)
     return features * scale.to(features.dtype).reshape(shape)
+
+
+def project_mean_filled(
+    encoded: torch.Tensor, available: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """A 1x1x1 convolution of the mean-filled, concatenated skips, computed from the available pairs only.
+
+    Equals ``conv3d(scatter_mean_fill(encoded, available).flatten(1, 2), weight, bias)`` up to float rounding, without
+    building the filled ``[B, M * C, *S]`` tensor. The convolution is linear, so with ``W_m`` the weight block of
+    modality ``m`` and ``A_b`` the ``k_b`` available modalities of sample ``b``,
+
+        sum_m W_m s_m = sum_{a in A_b} (W_a + (1 / k_b) * sum_{m not in A_b} W_m) s_a,
+
+    because every missing ``s_m`` is ``(1 / k_b) * sum_{a in A_b} s_a``. The missing modalities' blocks are folded into
+    the available ones' weights, and the work shrinks by ``k_b / M``. (Filling with the mean of the per-modality
+    projections ``W_a s_a`` instead would not be equivalent: the blocks ``W_m`` differ between modalities.) When all
+    samples share one subset, that is one convolution over ``k * C`` channels; otherwise one matrix product per
+    available pair, summed per sample. Gradients are those of the filled formulation.
+
+    Args:
+        encoded: features of the available pairs ``[n_available, C, *S]``, in the order of :func:`gather_available`.
+        available: boolean mask ``[B, M]``.
+        weight: 1x1x1 convolution kernel ``[C_out, M * C, 1, 1, 1]``.
+        bias: optional ``[C_out]`` bias.
+
+    Returns:
+        ``[B, C_out, *S]``.
+
+    Raises:
+        ValueError: when the shapes do not match or a sample has no available modality.
+    """
+    index = _available_pairs(available)
+    _check_rows(encoded, index)
+    batch, num_modalities = available.shape[0], available.shape[1]
+    channels, spatial = encoded.shape[1], list(encoded.shape[2:])
+    if weight.shape[1] != num_modalities * channels or weight[0, 0].numel() != 1:
+        raise ValueError(
+            f"expected a 1x1x1 kernel with {num_modalities * channels} input channels; got {list(weight.shape)}."
+        )
+    mask = available.to(torch.bool)
+    counts = mask.sum(dim=1)
+    if bool((counts == 0).any()):
+        raise ValueError("every sample needs at least one available modality to fill the missing ones from.")
+    blocks = weight.reshape(weight.shape[0], num_modalities, channels)
+    if bool((mask == mask[0:1]).all()):
+        # one subset for the whole batch: fold once, then one matrix product over the k * C gathered channels
+        keep = mask[0]
+        missing = (~keep).to(weight.dtype).reshape(1, num_modalities, 1) / counts[0].to(weight.dtype)
+        folded = blocks.index_select(1, keep.nonzero().squeeze(1)) + (blocks * missing).sum(dim=1, keepdim=True)
+        gathered = encoded.reshape(batch, folded.shape[1] * channels, -1)
+        out = torch.matmul(folded.flatten(1), gathered)
+    else:
+        # per pair p = (b, a): W_a + (1 / k_b) * sum of the missing blocks of sample b, then summed per sample
+        sample = torch.div(index, num_modalities, rounding_mode="floor")
+        modality = index - sample * num_modalities
+        fill = (~mask).to(weight.dtype) / counts.to(weight.dtype).unsqueeze(1)
+        one_hot = torch.nn.functional.one_hot(modality, num_modalities).to(weight.dtype)
+        per_pair = torch.einsum("pm,omc->poc", fill.index_select(0, sample) + one_hot, blocks)
+        projected = torch.bmm(per_pair, encoded.reshape(index.shape[0], channels, -1))
+        out = projected.new_zeros([batch, weight.shape[0], projected.shape[2]]).index_add(0, sample, projected)
+    out = out.reshape([batch, weight.shape[0]] + spatial)
+    return out if bias is None else out + bias.reshape([1, -1] + [1] * len(spatial))

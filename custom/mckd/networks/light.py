@@ -11,14 +11,14 @@ keeps a 4 x 64^3 training step within about a second on two CPU threads.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from monai.networks.blocks import Convolution, ResidualUnit
 from torch import nn
 
 from mckd.networks.stages import SkipAddStage
+from mckd.networks.upsample import upsample2x_linear
 
 __all__ = ["LightEncoder", "LightDecoder"]
 
@@ -67,6 +67,13 @@ class LightEncoder(nn.Module):
             ]
             levels.append(nn.Sequential(*units))
         self.levels = nn.ModuleList(levels)
+
+    def blocks(self) -> list[nn.Module]:
+        """The units that activation checkpointing recomputes: the stem and every residual unit."""
+        units: list[nn.Module] = [self.levels[0]]
+        for level in list(self.levels)[1:]:
+            units += list(level)
+        return units
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs: list[torch.Tensor] = []
@@ -118,9 +125,19 @@ class LightDecoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.classifier = Convolution(3, filters[0], out_channels, kernel_size=1, conv_only=True)
 
-    def forward(self, bottleneck: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, bottleneck: torch.Tensor, skips: list[torch.Tensor], available: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Logits from the fused bottleneck and the skips, shallow to deep (see :class:`SkipAddStage` for the forms).
+
+        Args:
+            bottleneck: fused bottleneck features ``[B, M * C, *F]``.
+            skips: concatenated filled skips ``[B, M * C_i, *S_i]``, or, with ``available``, the available pairs'
+                skips ``[n_available, C_i, *S_i]``.
+            available: boolean ``[B, M]`` mask for the second form of ``skips``.
+        """
         x = bottleneck
         last = len(skips) - 1
         for i, stage in enumerate(self.stages):
-            x = stage(x, skips[last - i])
-        return F.interpolate(self.classifier(x), scale_factor=2.0, mode="trilinear", align_corners=False)
+            x = stage(x, skips[last - i], available)
+        return upsample2x_linear(self.classifier(x), [True, True, True])

@@ -16,12 +16,14 @@ importance logits and the 512 parameters of the B6 norm).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
-import torch.nn.functional as F
 from monai.networks.layers import Act, Norm
 from torch import nn
 
 from mckd.networks.stages import SkipAddStage
+from mckd.networks.upsample import upsample2x_linear
 from mckd.networks.ws_conv import WeightStandardizedConv3d
 
 __all__ = ["ResNetASPPEncoder", "ResNetASPPDecoder", "ASPP"]
@@ -164,6 +166,13 @@ class ResNetASPPEncoder(nn.Module):
         self.total_stride: list[int] = [16, 32, 32]
         _init_weights(self)
 
+    def blocks(self) -> list[nn.Module]:
+        """The units that activation checkpointing recomputes: stem, every bottleneck, reduction and ASPP."""
+        units: list[nn.Module] = [self.stem]
+        for stage in self.stages:
+            units += list(stage)
+        return units + [self.reduce, self.aspp]
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         outputs = [x]
@@ -212,9 +221,19 @@ class ResNetASPPDecoder(nn.Module):
         self.classifier = nn.Conv3d(c_deep, out_channels, kernel_size=1, bias=False)
         _init_weights(self)
 
-    def forward(self, bottleneck: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, bottleneck: torch.Tensor, skips: list[torch.Tensor], available: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Logits from the fused bottleneck and the skips, shallow to deep (see :class:`SkipAddStage` for the forms).
+
+        Args:
+            bottleneck: fused bottleneck features ``[B, M * C, *F]``.
+            skips: concatenated filled skips ``[B, M * C_i, *S_i]``, or, with ``available``, the available pairs'
+                skips ``[n_available, C_i, *S_i]``.
+            available: boolean ``[B, M]`` mask for the second form of ``skips``.
+        """
         x = bottleneck
         last = len(skips) - 1
         for i, stage in enumerate(self.stages):
-            x = stage(x, skips[last - i])
-        return F.interpolate(self.classifier(x), scale_factor=(1.0, 2.0, 2.0), mode="trilinear", align_corners=False)
+            x = stage(x, skips[last - i], available)
+        return upsample2x_linear(self.classifier(x), [False, True, True])

@@ -19,12 +19,14 @@ from the graph: the forward is unchanged, the encoder just receives no gradient 
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from mckd.availability import unpack_available
+from mckd.networks.checkpointing import checkpoint_blocks, remove_checkpointing
 from mckd.networks.conv import use_onednn_conv3d
 from mckd.networks.feature_tap import FeatureTap
 from mckd.networks.fusion import (
@@ -32,7 +34,6 @@ from mckd.networks.fusion import (
     mean_fill,
     scale_modalities,
     scatter_available,
-    scatter_mean_fill,
 )
 from mckd.networks.light import LightDecoder, LightEncoder
 from mckd.networks.resnet_aspp import ResNetASPPDecoder, ResNetASPPEncoder
@@ -59,6 +60,9 @@ class MultiModalSegNet(nn.Module):
             (16, 32, 32), smallest training crop 32^3; options ``layers``, ``widths``, ``feature_channels``).
             Default ``"light"``.
         paper_exact: reproduce the published missing-modality handling (see the module docstring). Default False.
+        activation_checkpointing: recompute the encoder's blocks in the backward pass instead of keeping their
+            activations (:func:`~mckd.networks.checkpointing.checkpoint_blocks`): less training memory, about one more
+            encoder forward per step, the same values and gradients. Inference is unaffected. Default False.
         backbone_options: keyword options of the chosen backbone's encoder.
 
     Raises:
@@ -71,6 +75,7 @@ class MultiModalSegNet(nn.Module):
         out_channels: int = 3,
         backbone: str = "light",
         paper_exact: bool = False,
+        activation_checkpointing: bool = False,
         **backbone_options: Any,
     ) -> None:
         super().__init__()
@@ -98,6 +103,16 @@ class MultiModalSegNet(nn.Module):
         self.feature_tap = FeatureTap()
         self.decoder = decoder
         use_onednn_conv3d(self)
+        if activation_checkpointing:
+            checkpoint_blocks(encoder.blocks())
+
+    def __prepare_scriptable__(self) -> MultiModalSegNet:
+        """What ``torch.jit.script`` compiles: this network, or a copy without activation checkpointing."""
+        if not any("forward" in block.__dict__ for block in self.encoder.blocks()):
+            return self
+        clone = copy.deepcopy(self)
+        remove_checkpointing(clone.encoder.blocks())
+        return clone
 
     def forward(
         self, x: torch.Tensor, available: Optional[torch.Tensor] = None, modality_scale: Optional[torch.Tensor] = None
@@ -143,8 +158,7 @@ class MultiModalSegNet(nn.Module):
             return self._forward_paper_exact(image, mask, modality_scale)
         encoded = self.encoder(gather_available(image.unsqueeze(2), mask))
         bottleneck = mean_fill(self.feature_tap(scatter_available(encoded[-1], mask)), mask)
-        skips = [scatter_mean_fill(f, mask).flatten(1, 2) for f in encoded[:-1]]
-        return self._decode(bottleneck, skips, modality_scale)
+        return self._decode(bottleneck, encoded[:-1], modality_scale, mask)
 
     def _forward_paper_exact(
         self, image: torch.Tensor, mask: torch.Tensor, modality_scale: Optional[torch.Tensor]
@@ -162,12 +176,20 @@ class MultiModalSegNet(nn.Module):
         feature_mask = mask.reshape(batch, num_modalities, 1, 1, 1, 1)
         bottleneck = torch.where(feature_mask, bottleneck, torch.zeros_like(bottleneck))
         bottleneck = mean_fill(self.feature_tap(bottleneck), mask)
-        return self._decode(bottleneck, [f.flatten(1, 2) for f in features[:-1]], modality_scale)
+        return self._decode(bottleneck, [f.flatten(1, 2) for f in features[:-1]], modality_scale, None)
 
     def _decode(
-        self, bottleneck: torch.Tensor, skips: list[torch.Tensor], modality_scale: Optional[torch.Tensor]
+        self,
+        bottleneck: torch.Tensor,
+        skips: list[torch.Tensor],
+        modality_scale: Optional[torch.Tensor],
+        available: Optional[torch.Tensor],
     ) -> torch.Tensor:
-        """Scale the fused bottlenecks ``[B, M, C, *F]`` if asked and decode them with the concatenated skips."""
+        """Scale the fused bottlenecks ``[B, M, C, *F]`` if asked and decode them with the skips.
+
+        ``skips`` are the concatenated ``[B, M * C_i, *S_i]`` tensors when ``available`` is ``None``, else the available
+        pairs' encoder outputs, mean-filled inside the decoder's projections.
+        """
         if modality_scale is not None:
             bottleneck = scale_modalities(bottleneck, modality_scale)
-        return self.decoder(bottleneck.flatten(1, 2), skips)
+        return self.decoder(bottleneck.flatten(1, 2), skips, available)

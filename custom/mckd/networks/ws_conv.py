@@ -57,7 +57,11 @@ class WeightStandardizedConv3d(OneDNNConv3d):
         )
         self.ws_eps = ws_eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def kernel(self) -> torch.Tensor:
+        """The standardised kernel: per output channel zero mean and unit (unbiased) variance."""
         flat = self.weight.reshape(self.weight.shape[0], -1)
         flat = (flat - flat.mean(dim=1, keepdim=True)) / torch.sqrt(flat.var(dim=1, keepdim=True) + self.ws_eps)
-        return self._conv_forward(x, flat.reshape_as(self.weight), self.bias)
+        return flat.reshape_as(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.kernel(), self.bias)
