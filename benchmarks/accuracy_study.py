@@ -44,6 +44,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 from ignite.engine import Events
+from monai.handlers import from_engine
 
 from benchmarks._study_summary import (
     MEAN_ROW,
@@ -201,19 +202,49 @@ def _workflow(configs: Sequence[Path], workflow_type: Optional[str], overrides: 
     return workflow
 
 
-def _train(configs: Sequence[Path], overrides: dict[str, Any]) -> list[list[float]]:
-    """Run a bundle's training workflow; return the importance trajectory ``[[iteration, p_0, ...], ...]``."""
+class LossRecorder:
+    """Records the training loss (every ``every`` iterations and its maximum) and, after training, whether every
+    network parameter is still finite: the divergence check of the study."""
+
+    def __init__(self, every: int = 10) -> None:
+        self.every = every
+        self.curve: list[list[float]] = []
+        self.first = math.nan
+        self.maximum = -math.inf
+
+    def attach(self, engine: Any) -> None:
+        """Register at ``ITERATION_COMPLETED``."""
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Any) -> None:
+        loss = float(from_engine(["loss"], first=True)(engine.state.output))
+        if engine.state.iteration == 1:
+            self.first = loss
+        self.maximum = max(self.maximum, loss) if not math.isnan(loss) else math.inf
+        if engine.state.iteration % self.every == 0:
+            self.curve.append([float(engine.state.iteration), loss])
+
+
+def _train(configs: Sequence[Path], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Run a bundle's training workflow; return the importance trajectory ``[[iteration, p_0, ...], ...]`` and the
+    training-stability record (loss curve, first and maximum loss, finite parameters)."""
     workflow = _workflow(configs, "train", overrides)
     parser = workflow.parser
+    trainer = parser.get_parsed_content("train#trainer")
     recorder = ImportanceRecorder(
         parser.get_parsed_content("modality_weights"),
         parser.get_parsed_content("modality_names"),
         parser.get_parsed_content("meta_interval"),
     )
-    recorder.attach(parser.get_parsed_content("train#trainer"))
+    recorder.attach(trainer)
+    losses = LossRecorder()
+    losses.attach(trainer)
     workflow.run()
+    finite = all(bool(torch.isfinite(p).all()) for p in trainer.network.parameters())
     workflow.finalize()
-    return recorder.points
+    diverged = not finite or losses.maximum > 10.0 * losses.first
+    return {"trajectory": recorder.points, "loss_curve": losses.curve, "first_loss": losses.first,
+            "max_loss": losses.maximum, "parameters_finite": finite, "diverged": diverged}
 
 
 def run_one(task: RunTask) -> dict[str, Any]:
@@ -224,7 +255,7 @@ def run_one(task: RunTask) -> dict[str, Any]:
     if task.bundle == "brats":
         common["data_list_file_path"] = task.dataset
         train_configs = [BRATS_CONFIGS / "train.json", BRATS_CONFIGS / "cpu_small.json"]
-        points = _train(train_configs, common)
+        training = _train(train_configs, common)
         evaluate = _workflow(
             [*train_configs, BRATS_CONFIGS / "evaluate.json"],
             None,
@@ -239,7 +270,7 @@ def run_one(task: RunTask) -> dict[str, Any]:
     else:
         common["dataset_dir"] = task.dataset
         train_configs = [AVMNIST_CONFIGS / "train.json"]
-        points = _train(train_configs, common)
+        training = _train(train_configs, common)
         evaluate = _workflow([*train_configs, AVMNIST_CONFIGS / "evaluate.json"], None, common)
         rows = evaluate.run()[0]
         evaluate.finalize()
@@ -248,8 +279,7 @@ def run_one(task: RunTask) -> dict[str, Any]:
                   "num_test_samples": max(r["num_samples"] for r in rows), "modalities": list(importance)}
     seconds = time.perf_counter() - start
     logger.info("%s %s seed %d done in %.0f s", task.bundle, task.arm, task.seed, seconds)
-    return {"bundle": task.bundle, "arm": task.arm, "seed": task.seed, "seconds": seconds, "trajectory": points,
-            **record}
+    return {"bundle": task.bundle, "arm": task.arm, "seed": task.seed, "seconds": seconds, **training, **record}
 
 
 def _worker_init() -> None:
@@ -362,8 +392,11 @@ def _verdict_cell(c: dict[str, Any]) -> str:
             if not math.isnan(c["ci_low"]) else f"{100 * c['diff_mean']:+.2f} {c['verdict']}")
 
 
-def markdown_report(record: dict[str, Any], brats: dict[str, Any], avmnist: dict[str, Any]) -> str:
-    """The study's Markdown report: settings, headline tables, paired comparisons, per-subset table, importance."""
+def markdown_report(
+    record: dict[str, Any], brats: dict[str, Any], avmnist: dict[str, Any], converged: dict[str, Any]
+) -> str:
+    """The study's Markdown report: settings, stability, headline tables, paired comparisons (all runs and, when a
+    run diverged, converged runs only), per-subset table, importance, AV-MNIST."""
     budget = record["budget"]
     seeds = ", ".join(map(str, record["seeds"]))
     arms = [a for a in BRATS_ARMS if a in brats["table"]]
@@ -385,10 +418,24 @@ def markdown_report(record: dict[str, Any], brats: dict[str, Any], avmnist: dict
         + " | ".join(f"{r} (singles)" for r in regions) + " |",
         "|---|" + "---:|" * 6,
     ]
-    for arm in arms:
-        cells = [format_mean_sd(brats["table"][arm][row][r]["mean"], brats["table"][arm][row][r]["sd"])
-                 for row in (MEAN_ROW, SINGLES_ROW) for r in regions]
-        lines.append(f"| {ARM_LABELS[arm]} | " + " | ".join(cells) + " |")
+    lines += _headline_rows(brats, arms, regions)
+    lines += ["", "## Training stability", "",
+              "A run counts as diverged when a network parameter is not finite after training or the training loss "
+              "exceeded 10 times its first value.", "",
+              "| bundle | arm | seed | first loss | max loss | parameters finite | diverged | run time (s) |",
+              "|---|---|---:|---:|---:|---|---|---:|"]
+    for run in sorted(record["runs"], key=_run_key):
+        lines.append(f"| {run['bundle']} | {ARM_LABELS[run['arm']]} | {run['seed']} | {run['first_loss']:.3g} | "
+                     f"{run['max_loss']:.3g} | {run['parameters_finite']} | {run['diverged']} | {run['seconds']:.0f} |")
+    if converged is not brats:
+        converged_arms = [a for a in BRATS_ARMS if a in converged["table"]]
+        lines += ["", "### BraTS headline over the converged runs only (n = number of seeds)", "",
+                  "| arm | " + " | ".join(f"{r} (15 subsets)" for r in regions) + " | "
+                  + " | ".join(f"{r} (singles)" for r in regions) + " | n |", "|---|" + "---:|" * 7]
+        lines += _headline_rows(converged, converged_arms, regions, with_n=True)
+        lines += ["", "MCKD minus each other arm on the seeds where both converged:", "",
+                  "| compared with | row | " + " | ".join(regions) + " |", "|---|---|" + "---|" * 3]
+        lines += _comparison_rows(converged, converged_arms, regions)
     lines += ["", "## BraTS: single-modality subsets", "",
               "| subset | arm | " + " | ".join(regions) + " |", "|---|---|" + "---:|" * 3]
     for subset in single_subsets():
@@ -399,13 +446,7 @@ def markdown_report(record: dict[str, Any], brats: dict[str, Any], avmnist: dict
     lines += ["", "## BraTS: MCKD minus each other arm, paired by seed",
               "", "Mean difference in Dice points [95 % t-interval over seeds] and verdict.", "",
               "| compared with | row | " + " | ".join(regions) + " |", "|---|---|" + "---|" * 3]
-    for other in arms:
-        if other == REFERENCE_ARM:
-            continue
-        for row in (MEAN_ROW, SINGLES_ROW, *single_subsets()):
-            found = {c["region"]: c for c in brats["comparisons"] if c["other"] == other and c["row"] == row}
-            lines.append(f"| {ARM_LABELS[other]} | {row} | " + " | ".join(_verdict_cell(found[r]) for r in regions)
-                         + " |")
+    lines += _comparison_rows(brats, arms, regions)
     lines += ["", "## BraTS: Dice per subset (mean over seeds)", "",
               "| subset | " + " | ".join(f"{ARM_LABELS[a].split(' ')[0]} {r}" for a in arms for r in regions) + " |",
               "|---|" + "---:|" * (3 * len(arms))]
@@ -419,10 +460,39 @@ def markdown_report(record: dict[str, Any], brats: dict[str, Any], avmnist: dict
     return "\n".join(lines) + "\n"
 
 
+def _run_key(run: dict[str, Any]) -> tuple:
+    return run["bundle"] != "brats", list(BRATS_ARMS).index(run["arm"]), run["seed"]
+
+
+def _headline_rows(summary: dict[str, Any], arms: Sequence[str], regions: Sequence[str], with_n: bool = False) -> list[str]:
+    rows = []
+    for arm in arms:
+        table = summary["table"][arm]
+        cells = [format_mean_sd(table[row][r]["mean"], table[row][r]["sd"]) for row in (MEAN_ROW, SINGLES_ROW)
+                 for r in regions]
+        if with_n:
+            cells.append(str(table[MEAN_ROW][regions[0]]["n"]))
+        rows.append(f"| {ARM_LABELS[arm]} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _comparison_rows(summary: dict[str, Any], arms: Sequence[str], regions: Sequence[str]) -> list[str]:
+    rows = []
+    for other in arms:
+        if other == REFERENCE_ARM or REFERENCE_ARM not in arms:
+            continue
+        for row in (MEAN_ROW, SINGLES_ROW, *single_subsets()):
+            found = {c["region"]: c for c in summary["comparisons"] if c["other"] == other and c["row"] == row}
+            if len(found) == len(regions):
+                rows.append(f"| {ARM_LABELS[other]} | {row} | "
+                            + " | ".join(_verdict_cell(found[r]) for r in regions) + " |")
+    return rows
+
+
 def _importance_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
     lines = ["| bundle | arm | p per modality |", "|---|---|---|"]
     groups: dict[tuple[str, str], list[dict[str, float]]] = {}
-    for run in sorted(runs, key=lambda r: (r["bundle"] != "brats", list(BRATS_ARMS).index(r["arm"]), r["seed"])):
+    for run in sorted(runs, key=_run_key):
         groups.setdefault((run["bundle"], run["arm"]), []).append(run["final_importance"])
     for (bundle, arm), values in groups.items():
         cells = ", ".join(f"{m} {format_mean_sd(*mean_sd([v[m] for v in values]), scale=1.0)}" for m in values[0])
@@ -463,6 +533,8 @@ def write_outputs(record: dict[str, Any], out: Path) -> dict[str, Path]:
     brats_runs = [r for r in record["runs"] if r["bundle"] == "brats"]
     av_runs = [r for r in record["runs"] if r["bundle"] == "avmnist"]
     brats = summarise_brats(brats_runs, single_subsets(), REFERENCE_ARM)
+    stable = [r for r in brats_runs if not r["diverged"]]
+    converged = brats if len(stable) == len(brats_runs) else summarise_brats(stable, single_subsets(), REFERENCE_ARM)
     avmnist = summarise_avmnist(av_runs, REFERENCE_ARM)
     paths = {name: out / name for name in ("accuracy_study.md", "brats_runs.csv", "brats_summary.csv",
                                            "avmnist_runs.csv", "avmnist_summary.csv", "importance_trajectory.csv",
@@ -491,8 +563,9 @@ def write_outputs(record: dict[str, Any], out: Path) -> dict[str, Path]:
                         if r["bundle"] == bundle and r["arm"] == arm]
         panels.append((f"{'BraTS' if bundle == 'brats' else 'AV-MNIST'} {ARM_LABELS[arm]}", trajectories))
     plot_trajectories(panels, paths["importance_trajectory.png"])
-    write_json_atomic(paths["study.json"], {**record, "brats_summary": brats, "avmnist_summary": avmnist})
-    write_text_atomic(paths["accuracy_study.md"], markdown_report(record, brats, avmnist))
+    write_json_atomic(paths["study.json"], {**record, "brats_summary": brats, "avmnist_summary": avmnist,
+                                            "brats_summary_converged_runs": converged})
+    write_text_atomic(paths["accuracy_study.md"], markdown_report(record, brats, avmnist, converged))
     return paths
 
 
@@ -511,7 +584,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if args.from_json is not None:
         saved = json.loads(args.from_json.read_text())
-        record = {k: v for k, v in saved.items() if k not in ("brats_summary", "avmnist_summary")}
+        record = {k: v for k, v in saved.items()
+                  if k not in ("brats_summary", "avmnist_summary", "brats_summary_converged_runs")}
         write_outputs(record, args.out)
     else:
         work = args.work_dir or Path(tempfile.gettempdir()) / f"mckd_accuracy_study_{args.budget}"
