@@ -18,8 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m data_prep.synthetic_brats --out $(DEMO_DIR)/brats2018 --cases 12 --shape 64 64 64 --layout brats2018 --seed 0
-	$(PY) -m data_prep.brats --root $(DEMO_DIR)/brats2018 --out $(DEMO_DIR)/lists/datalist.json --split paper
+	$(PY) -m mckd.demo --out $(DEMO_DIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile tests
