@@ -116,9 +116,10 @@ def config_module_references(texts: Iterable[str]) -> set[str]:
     for text in texts:
         for dotted in _REFERENCE.findall(text):
             parts = dotted.split(".")
-            found = next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if _module_file(".".join(parts[:n]))), None)
+            prefixes = (".".join(parts[:n]) for n in range(len(parts), 0, -1))
+            found = next((name for name in prefixes if _module_file(name)), None)
             if found is None:
-                raise ExportError(f"the configs name '{dotted}', which is not importable here; install the package first.")
+                raise ExportError(f"the configs name '{dotted}', which is not importable here; install it first.")
             modules.add(found)
     return modules
 
@@ -266,7 +267,8 @@ def export_bundle(
     result = ExportResult(out=out, modules=list(closure))
     sources = []
     for name, path in closure.items():
-        relative = Path(*name.split(".")).with_suffix(".py") if path.name != "__init__.py" else Path(*name.split("."), "__init__.py")
+        parts = name.split(".")
+        relative = Path(*parts, "__init__.py") if path.name == "__init__.py" else Path(*parts).with_suffix(".py")
         source = path.read_text(encoding="utf-8")
         sources.append(source)
         write_text_atomic(out / SCRIPTS / relative, rewrite_imports(source))
@@ -311,7 +313,7 @@ def _parser() -> argparse.ArgumentParser:
         "--extra-module",
         action="append",
         default=None,
-        help=f"module to vendor besides those the configs name (repeatable; default {', '.join(DEFAULT_EXTRA_MODULES)})",
+        help=f"module to vendor besides those the configs name (repeatable; default {' '.join(DEFAULT_EXTRA_MODULES)})",
     )
     return parser
 

@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--iterations", type=int, default=300, help="training iterations (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle folder (default: this repository's)")
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle folder (default: the repository's)")
     return parser
 
 

@@ -44,7 +44,7 @@ def config_files(*names: str) -> list[str]:
 
 
 def write_dicom_series(folder: Path, volume: np.ndarray, spacing: tuple[float, float, float]) -> None:
-    """Write ``volume`` (x, y, z) as an axial MR series: slice k at z = k * spacing[2], rows along y, columns along x."""
+    """Write ``volume`` (x, y, z) as an axial MR series: slice k at z = k * spacing[2], rows along y, columns x."""
     folder.mkdir(parents=True, exist_ok=True)
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     for k in range(volume.shape[2]):

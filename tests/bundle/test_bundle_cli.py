@@ -1,4 +1,4 @@
-"""The bundle through MONAI's command line: the legacy ``run training`` spelling and 2-process torchrun on CPU (gloo)."""
+"""The bundle through MONAI's command line: the legacy ``run training`` spelling and 2-process torchrun (gloo)."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def test_export_refuses_a_folder_inside_the_bundle_or_a_non_empty_one(bundle, tm
 
 
 def _zoo_venv(requirements: list[str]) -> Path:
-    """A virtual environment with only torch, MONAI and ``requirements`` (cached across runs, updated when they change)."""
+    """A venv with only torch, MONAI and ``requirements`` (cached across runs, updated when they change)."""
     cache = Path(os.environ.get("MCKD_TEST_CACHE", Path.home() / ".cache")) / "mckd-bundle-zoo-venv"
     python = cache / "bin" / "python"
     stamp = cache / "requirements.txt"
