@@ -7,7 +7,8 @@ two threads a 16-channel 3x3x3 convolution at 32^3 measured about 7x slower ther
 build plain ``nn.Conv3d``, so :func:`use_onednn_conv3d` re-classes them in place: the subclass only changes
 which kernel computes the same convolution (forward and gradients agree with ``nn.Conv3d`` to float rounding).
 1x1x1 kernels keep PyTorch's choice (a plain matrix product, faster than oneDNN for few channels), as do other
-devices and dtypes (CUDA, autocast bfloat16/float16).
+devices and dtypes (CUDA, autocast bfloat16/float16) and
+``torch.compile``, which chooses its own kernels.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class OneDNNConv3d(nn.Conv3d):
         return self.weight
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        if not torch.jit.is_scripting() and torch.compiler.is_compiling():
+            # torch.compile traces with fake tensors, which the direct oneDNN call does not accept
+            return F.conv3d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         if self.use_onednn and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32:
             return torch.mkldnn_convolution(
                 x.contiguous(),

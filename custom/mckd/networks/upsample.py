@@ -7,7 +7,7 @@ weights: along one axis, output ``2i`` is ``0.75 * x[i] + 0.25 * x[i - 1]`` and 
 ``0.75 * x[i] + 0.25 * x[i + 1]``, with the edge sample repeated at the borders. :func:`upsample2x_linear` writes
 these with one ``torch.lerp`` per parity and axis straight into strided views of the output (about 10x faster,
 equal to ``F.interpolate`` to float rounding). ``out=`` operations do not record gradients, so whenever autograd
-needs the graph it falls back to ``F.interpolate`` (same result).
+needs the graph, and under ``torch.compile``, it falls back to ``F.interpolate`` (same result).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def upsample2x_linear(x: torch.Tensor, upsampled: list[bool]) -> torch.Tensor:
     spatial = x.ndim - 2
     if len(upsampled) != spatial or not 1 <= spatial <= 3:
         raise ValueError(f"expected one flag per spatial dimension of {list(x.shape)}; got {upsampled}.")
-    if torch.is_grad_enabled() and x.requires_grad:
+    compiling = False if torch.jit.is_scripting() else torch.compiler.is_compiling()
+    if compiling or (torch.is_grad_enabled() and x.requires_grad):
         scale = [2.0 if flag else 1.0 for flag in upsampled]
         mode = "linear" if spatial == 1 else ("bilinear" if spatial == 2 else "trilinear")
         return F.interpolate(x, scale_factor=scale, mode=mode, align_corners=False)
