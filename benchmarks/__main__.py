@@ -61,8 +61,8 @@ def _verdict(value: float, target: float, lower_is_better: bool = True) -> str:
     return "met" if met else "missed"
 
 
-def run(quick: bool, threads: int, checkpoint_crop: list[int] | None) -> str:
-    """All sections; returns the Markdown report."""
+def run(quick: bool, threads: int, checkpoint_crop: list[int] | None, out: Path) -> str:
+    """All sections; the Markdown report is rewritten to ``out`` after each section and returned."""
     torch.set_num_threads(threads)
     s = _settings(quick)
     if checkpoint_crop:
@@ -72,8 +72,8 @@ def run(quick: bool, threads: int, checkpoint_crop: list[int] | None) -> str:
     lines += ["## Machine", ""] + _table(["", ""], [[k, v] for k, v in machine_info(threads).items()]) + [""]
     lines += [
         "Method: medians over interleaved rounds (A B C A B C ...) in one process; ratios come from the same run. "
-        f"Rounds per figure: {s['rounds']}. Peak memory: peak RSS (`ru_maxrss`) of a fresh subprocess per variant "
-        "that builds the network and runs two training steps (torch's CPU allocator is invisible to tracemalloc).",
+        f"Rounds per figure: {s['rounds']}. Peak memory: peak RSS (`VmHWM`, reset after the network is built) of a "
+        "fresh subprocess per variant running two training steps (torch's CPU allocator is invisible to tracemalloc).",
         "",
     ]
 
@@ -117,6 +117,8 @@ def run(quick: bool, threads: int, checkpoint_crop: list[int] | None) -> str:
         "",
     ]
 
+    out.write_text("\n".join(lines), encoding="utf-8")
+
     # engine overhead
     overhead = training.trainer_overhead(light, s["trainer_iterations"], s["rounds"])
     extra = overhead["trainer_iteration_s"] / overhead["bare_kd_iteration_s"] - 1
@@ -134,6 +136,8 @@ def run(quick: bool, threads: int, checkpoint_crop: list[int] | None) -> str:
         f"the KD term itself costs {overhead['bare_kd_iteration_s'] / overhead['bare_iteration_s'] - 1:+.1%}.",
         "",
     ]
+
+    out.write_text("\n".join(lines), encoding="utf-8")
 
     # inference ratios
     lines += ["## Inference time per number of available modalities (ratio to 4)", ""]
@@ -162,6 +166,8 @@ def run(quick: bool, threads: int, checkpoint_crop: list[int] | None) -> str:
                 )
             lines.append("")
 
+    out.write_text("\n".join(lines), encoding="utf-8")
+
     # inference options
     seconds, errors = inference.option_ratios("light", s["volume"], s["roi"], s["rounds"], s["compile"])
     default = next(iter(seconds.values()))
@@ -171,12 +177,16 @@ def run(quick: bool, threads: int, checkpoint_crop: list[int] | None) -> str:
         [[k, fmt(v), fmt(v / default), f"{errors[k]:.1e}"] for k, v in seconds.items()],
     ) + [""]
 
+    out.write_text("\n".join(lines), encoding="utf-8")
+
     # activation checkpointing
     ck_crop = s["checkpoint_crop"]
     ck = {"net": "resnet50_aspp", "crop": ck_crop, "batch": 1, "mode": "all"}
     plain = run_worker("benchmarks.training", ck, threads)
     chk = run_worker("benchmarks.training", dict(ck, activation_checkpointing=True), threads)
-    cut = 1 - (chk["peak_rss_mib"] - chk["before_step_rss_mib"]) / (plain["peak_rss_mib"] - plain["before_step_rss_mib"])
+    cut = 1 - (chk["peak_rss_mib"] - chk["before_step_rss_mib"]) / max(
+        plain["peak_rss_mib"] - plain["before_step_rss_mib"], 1e-9
+    )
     cut_total = 1 - chk["peak_rss_mib"] / plain["peak_rss_mib"]
     lines += [f"## Activation checkpointing (resnet50_aspp, batch 1, {'x'.join(map(str, ck_crop))})", ""]
     lines += _table(
@@ -191,6 +201,8 @@ def run(quick: bool, threads: int, checkpoint_crop: list[int] | None) -> str:
         f"{_verdict(cut_total, 0.4, lower_is_better=False)}); step time x{chk['last_step_s'] / plain['last_step_s']:.2f}.",
         "",
     ]
+
+    out.write_text("\n".join(lines), encoding="utf-8")
 
     # data pipeline
     data_rows = data.pipeline_table(s["data_cases"], s["data_shape"], s["data_epochs"])
@@ -227,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="crop of the activation-checkpointing memory figure (default 48 96 96; the paper's is 80 160 160)",
     )
     args = parser.parse_args(argv)
-    report = run(args.quick, args.threads, args.checkpoint_crop)
+    report = run(args.quick, args.threads, args.checkpoint_crop, Path(args.out))
     Path(args.out).write_text(report, encoding="utf-8")
     print(report)
 

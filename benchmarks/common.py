@@ -2,7 +2,7 @@
 
 Timing rule: every figure is the median over repeated runs, and the variants compared in one ratio are run
 interleaved (A B C A B C ...) in the same process, so that load from other processes on a shared machine hits all of
-them alike. Peak memory is the peak resident set size (``ru_maxrss``) of a fresh subprocess per variant: torch's
+them alike. Peak memory is the peak resident set size (``VmHWM``, reset after the network is built) of a fresh subprocess per variant: torch's
 CPU allocator takes memory straight from the system, so tracemalloc does not see it, and the peak of a process that
 ran other variants before would hide the smaller ones.
 """
@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["interleaved", "median", "machine_info", "run_worker", "peak_rss_mib", "fmt"]
+__all__ = ["interleaved", "median", "machine_info", "run_worker", "reset_peak_rss", "current_rss_mib", "peak_rss_mib", "fmt"]
 
 
 def median(values: Sequence[float]) -> float:
@@ -43,9 +43,36 @@ def interleaved(runs: Mapping[str, Callable[[], Any]], rounds: int, warmup: int 
     return times
 
 
+def _status_mib(field: str) -> float | None:
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS window (Linux: writing 5 to ``/proc/self/clear_refs`` resets ``VmHWM``); else no-op."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def current_rss_mib() -> float:
+    """Resident set size of this process now, in MiB."""
+    value = _status_mib("VmRSS")
+    return value if value is not None else peak_rss_mib()
+
+
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process in MiB (Linux reports ``ru_maxrss`` in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process in MiB since :func:`reset_peak_rss` (``VmHWM``; else ``ru_maxrss``)."""
+    value = _status_mib("VmHWM")
+    return value if value is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run_worker(module: str, spec: Mapping[str, Any], threads: int, timeout: float = 900.0) -> dict[str, Any]:

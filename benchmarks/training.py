@@ -18,7 +18,7 @@ from monai.networks.nets import SegResNet
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import interleaved, median, peak_rss_mib
+from benchmarks.common import current_rss_mib, interleaved, median, peak_rss_mib, reset_peak_rss
 from mckd.availability import ModalityDropout
 from mckd.distillation import ModalityImportance, PairwiseDistillationLoss
 from mckd.networks import MultiModalSegNet, capture_features
@@ -215,7 +215,8 @@ def memory_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Peak RSS of a fresh process running ``spec['steps']`` (default 2) training steps; the last step's time."""
     torch.set_num_threads(int(spec.get("threads", 2)))
     _, step = make_step(spec)
-    before = peak_rss_mib()
+    before = current_rss_mib()
+    reset_peak_rss()
     seconds = 0.0
     for _ in range(int(spec.get("steps", 2))):
         start = time.perf_counter()
