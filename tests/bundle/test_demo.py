@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from mckd.demo import main
 
 
+@pytest.mark.slow
 def test_demo_trains_through_the_bundle_and_prints_the_15_subset_table(tmp_path, capsys):
     out = tmp_path / "demo"
 
