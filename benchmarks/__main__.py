@@ -192,13 +192,19 @@ def run(quick: bool, threads: int, checkpoint_crop: list[int] | None, out: Path)
     lines += _table(
         ["encoder", "peak RSS [MiB]", "of which training step [MiB]", "step [s]"],
         [
-            [name, fmt(r["peak_rss_mib"], 0), fmt(r["peak_rss_mib"] - r["before_step_rss_mib"], 0), fmt(r["last_step_s"])]
+            [
+                name,
+                fmt(r["peak_rss_mib"], 0),
+                fmt(r["peak_rss_mib"] - r["before_step_rss_mib"], 0),
+                fmt(r["last_step_s"]),
+            ]
             for name, r in (("plain", plain), ("activation_checkpointing", chk))
         ],
     ) + [
         "",
         f"Peak memory of the step cut by {cut:.0%} (whole process: {cut_total:.0%}; target >= 40 %: "
-        f"{_verdict(cut_total, 0.4, lower_is_better=False)}); step time x{chk['last_step_s'] / plain['last_step_s']:.2f}.",
+        f"{_verdict(cut_total, 0.4, lower_is_better=False)}); "
+        f"step time x{chk['last_step_s'] / plain['last_step_s']:.2f}.",
         "",
     ]
 

@@ -2,9 +2,9 @@
 
 Timing rule: every figure is the median over repeated runs, and the variants compared in one ratio are run
 interleaved (A B C A B C ...) in the same process, so that load from other processes on a shared machine hits all of
-them alike. Peak memory is the peak resident set size (``VmHWM``, reset after the network is built) of a fresh subprocess per variant: torch's
-CPU allocator takes memory straight from the system, so tracemalloc does not see it, and the peak of a process that
-ran other variants before would hide the smaller ones.
+them alike. Peak memory is the peak resident set size (``VmHWM``, reset after the network is built) of a fresh
+subprocess per variant: torch's CPU allocator takes memory straight from the system, so tracemalloc does not see it,
+and the peak of a process that ran other variants before would hide the smaller ones.
 """
 
 from __future__ import annotations
@@ -21,7 +21,16 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["interleaved", "median", "machine_info", "run_worker", "reset_peak_rss", "current_rss_mib", "peak_rss_mib", "fmt"]
+__all__ = [
+    "interleaved",
+    "median",
+    "machine_info",
+    "run_worker",
+    "reset_peak_rss",
+    "current_rss_mib",
+    "peak_rss_mib",
+    "fmt",
+]
 
 
 def median(values: Sequence[float]) -> float:

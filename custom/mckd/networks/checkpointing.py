@@ -38,7 +38,8 @@ def checkpoint_blocks(blocks: Iterable[nn.Module]) -> int:
     """
     count = 0
     for block in blocks:
-        block.forward = functools.partial(_checkpointed, type(block).forward.__get__(block))  # type: ignore[method-assign]
+        original = type(block).forward.__get__(block)
+        block.forward = functools.partial(_checkpointed, original)  # type: ignore[method-assign]
         count += 1
     return count
 
