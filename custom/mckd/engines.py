@@ -23,7 +23,7 @@ from mckd.availability import ModalityDropout
 from mckd.distillation import ModalityImportance, PairwiseDistillationLoss
 from mckd.networks.feature_tap import capture_features
 
-__all__ = ["MCKDKeys", "availability_generator", "draw_availability", "MCKDTrainer"]
+__all__ = ["MCKDKeys", "availability_generator", "draw_availability", "check_finite_loss", "MCKDTrainer"]
 
 
 class MCKDKeys:
@@ -92,6 +92,19 @@ def draw_availability(
     return torch.where(drawn.any(dim=1, keepdim=True), drawn, data)
 
 
+def check_finite_loss(iteration: int, task_loss: torch.Tensor, kd_loss: torch.Tensor) -> None:
+    """Stop a diverged run with a message that says where and what to change, instead of training on NaN.
+
+    Raises:
+        FloatingPointError: when either loss term is NaN or infinite.
+    """
+    if not bool(torch.isfinite(task_loss).all() and torch.isfinite(kd_loss).all()):
+        raise FloatingPointError(
+            f"training diverged at iteration {iteration}: task loss {float(task_loss):.4g}, KD loss "
+            f"{float(kd_loss):.4g}. Lower the learning rate or set max_grad_norm (gradient clipping)."
+        )
+
+
 class MCKDTrainer(SupervisedTrainer):
     """Supervised training with per-sample modality dropout and importance-weighted cross-modal distillation.
 
@@ -119,7 +132,8 @@ class MCKDTrainer(SupervisedTrainer):
         network: a network following the MCKD contract (``available=`` keyword, exactly one ``FeatureTap``).
         optimizer: optimiser of the network's parameters (not of ``importance``).
         loss_function: task loss ``loss_function(pred, label)``; for BraTS regions
-            ``DiceCELoss(sigmoid=True, smooth_nr=0, smooth_dr=1, lambda_ce=3)`` equals the published Dice + BCE.
+            ``DiceFocalLoss(sigmoid=True, gamma=0, lambda_focal=3, smooth_nr=0, smooth_dr=1)`` equals the published
+            Dice + BCE (``DiceCELoss`` does not: it applies softmax cross-entropy to multi-channel input).
         importance: the modality importance whose ``p`` weights the distillation pairs; moved to ``device`` here.
         distillation_loss: the KD loss, called as ``distillation_loss(features, available, p)``. Default
             ``PairwiseDistillationLoss()`` (L1, as published).
@@ -129,14 +143,18 @@ class MCKDTrainer(SupervisedTrainer):
         available_key: key of the data availability ``[B, M]`` in a dictionary batch. Default ``"available"``.
         seed: seed of the availability draw. The draw of an iteration is a function of ``(seed, rank, iteration)``,
             so runs are repeatable and a resumed run needs no extra checkpoint state. Default 0.
+        max_grad_norm: when given, the network's gradients are clipped to this total L2 norm before each step
+            (``torch.nn.utils.clip_grad_norm_``). Default ``None``: no clipping, as published.
         kwargs: further arguments of ``monai.engines.SupervisedTrainer`` (``epoch_length``, ``prepare_batch``,
             ``inferer``, ``train_handlers``, ``amp``, ``amp_kwargs``, ``key_train_metric``, ...).
 
     Raises:
         TypeError: when ``importance`` is not a ``ModalityImportance`` or ``modality_dropout`` not a
             ``ModalityDropout``.
-        ValueError: when ``kd_weight`` is negative, the modality counts disagree, or ``accumulation_steps``/``compile``
-            are requested (not supported by this trainer).
+        ValueError: when ``kd_weight`` is negative, ``max_grad_norm`` is not positive, the modality counts disagree,
+            or ``accumulation_steps``/``compile`` are requested (not supported by this trainer).
+        FloatingPointError: during training, when the loss of an iteration is not finite (the run has diverged);
+            the message names the iteration and both loss terms, before any weight is changed.
     """
 
     def __init__(
@@ -153,6 +171,7 @@ class MCKDTrainer(SupervisedTrainer):
         modality_dropout: Optional[ModalityDropout] = None,
         available_key: str = "available",
         seed: int = 0,
+        max_grad_norm: Optional[float] = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(importance, ModalityImportance):
@@ -168,6 +187,8 @@ class MCKDTrainer(SupervisedTrainer):
             )
         if kd_weight < 0:
             raise ValueError(f"kd_weight must be >= 0, got {kd_weight}.")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be None or > 0, got {max_grad_norm}.")
         if kwargs.get("accumulation_steps", 1) != 1 or kwargs.get("compile", False):
             raise ValueError("MCKDTrainer supports neither accumulation_steps > 1 nor compile=True.")
         super().__init__(
@@ -185,6 +206,7 @@ class MCKDTrainer(SupervisedTrainer):
         self.modality_dropout = modality_dropout
         self.available_key = available_key
         self.seed = seed
+        self.max_grad_norm = max_grad_norm
 
     def draw_available(self, batch_size: int, data_available: Optional[torch.Tensor]) -> torch.Tensor:
         """This iteration's availability ``[B, M]`` (see :func:`draw_availability`)."""
@@ -208,6 +230,14 @@ class MCKDTrainer(SupervisedTrainer):
         if features is None:
             raise RuntimeError("the network's FeatureTap was not called in the forward pass; no features to distil.")
         return self.distillation_loss(features.float(), available, self.importance.probabilities())
+
+    def clip_gradients(self) -> None:
+        """Clip the network's gradients to ``max_grad_norm`` (unscaled first under a float16 ``GradScaler``)."""
+        if self.max_grad_norm is None:
+            return
+        if self.scaler is not None and self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.max_grad_norm)
 
     def _iteration(self, engine: MCKDTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         """One training step: availability draw, forward with feature capture, task + KD loss, backward, step.
@@ -239,15 +269,18 @@ class MCKDTrainer(SupervisedTrainer):
             loss = task_loss + engine.kd_weight * kd_loss
         engine.state.output.update({Keys.LOSS: loss, MCKDKeys.TASK_LOSS: task_loss, MCKDKeys.KD_LOSS: kd_loss})
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        check_finite_loss(engine.state.iteration, task_loss, kd_loss)
 
         if engine.scaler is not None:
             engine.scaler.scale(loss).backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.clip_gradients()
             engine.scaler.step(engine.optimizer)
             engine.scaler.update()
         else:
             loss.backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.clip_gradients()
             engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -181,3 +181,30 @@ def test_trainer_keeps_all_modalities_during_warmup_then_draws_per_sample(toy_ne
     later = torch.cat(seen[2:])
     assert not later.all() and later.any(dim=1).all()
     assert len({tuple(row.tolist()) for row in later}) == 3  # {0}, {1} and {0, 1} all drawn, sample by sample
+
+
+def test_gradients_are_clipped_to_max_grad_norm_before_the_step(toy_net_class, classification_data):
+    net = toy_net_class()
+    trainer = _trainer(net, classification_data(8), max_grad_norm=1e-3, decollate=False)
+    norms = []
+    trainer.add_event_handler(
+        IterationEvents.MODEL_COMPLETED,
+        lambda e: norms.append(torch.nn.utils.get_total_norm([p.grad for p in net.parameters() if p.grad is not None])),
+    )
+    trainer.run()
+    assert norms and max(float(n) for n in norms) <= 1e-3 * (1 + 1e-4)
+
+
+def test_max_grad_norm_must_be_positive(toy_net_class, classification_data):
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        _trainer(toy_net_class(), classification_data(8), max_grad_norm=0.0)
+
+
+def test_a_diverged_loss_stops_training_with_the_iteration_before_weights_change(toy_net_class, classification_data):
+    net = toy_net_class()
+    trainer = _trainer(net, classification_data(8), decollate=False)
+    trainer.loss_function = lambda pred, target: torch.nn.functional.cross_entropy(pred, target) * float("nan")
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(FloatingPointError, match="diverged at iteration 1"):
+        trainer.run()
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
