@@ -41,16 +41,16 @@ SINGLES_ROW = "Mean of single-modality subsets"
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1) of ``values``; the deviation is NaN for fewer than 2 values.
+    """Mean and sample standard deviation (ddof 1) of ``values``; NaN for fewer than 2 values or a NaN value.
 
     Raises:
         ValueError: when ``values`` is empty.
     """
     if not values:
         raise ValueError("mean_sd needs at least one value.")
-    values = [float(v) for v in values]
-    sd = statistics.stdev(values) if len(values) > 1 else math.nan
-    return statistics.fmean(values), sd
+    array = np.asarray(values, dtype=float)  # numpy, not statistics: a NaN (diverged run) must give NaN, not raise
+    sd = float(np.std(array, ddof=1)) if array.size > 1 else math.nan
+    return float(np.mean(array)), sd
 
 
 def format_mean_sd(mean: float, sd: float, scale: float = 100.0) -> str:

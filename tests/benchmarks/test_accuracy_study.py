@@ -125,6 +125,10 @@ def test_smoke_budget_trains_every_arm_of_both_bundles_and_writes_tables_and_plo
     study = json.loads((out / "study.json").read_text())
     assert set(study["avmnist_summary"]["table"]) == {"mckd", "no_kd", "uniform_kd"}
 
+    for run in record["runs"]:
+        assert run["parameters_finite"] and not run["diverged"] and math.isfinite(run["first_loss"])
+    assert "## Training stability" in report
+
     trajectories = {(r["bundle"], r["arm"]): r["trajectory"] for r in record["runs"]}
     # smoke: 4 iterations, meta rounds before iterations 1 and 3 -> initial p plus 2 rounds
     assert [p[0] for p in trajectories[("brats", "mckd")]] == [0.0, 1.0, 3.0]
