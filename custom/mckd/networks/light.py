@@ -66,6 +66,10 @@ class LightEncoder(nn.Module):
                 for _ in range(units_per_level - 1)
             ]
             levels.append(nn.Sequential(*units))
+        # The published KD feature is the ASPP output after instance norm + LeakyReLU. Ending the bottleneck the same
+        # way fixes the features' scale: behind the decoder's instance norms the network is scale-invariant, so an
+        # unnormalised residual sum drifts with the weights' norm and the L1 distillation term grows with it.
+        levels[-1].append(Convolution(3, filters[-1], filters[-1], kernel_size=1, norm=_NORM, act=_ACT, bias=False))
         self.levels = nn.ModuleList(levels)
 
     def blocks(self) -> list[nn.Module]:
