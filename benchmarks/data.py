@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from monai.losses import DiceCELoss
+from monai.losses import DiceFocalLoss
 from monai.bundle import ConfigParser
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, ThreadDataLoader
 from monai.transforms import Compose, DeleteItemsd, FgBgToIndicesd, RandCropByPosNegLabeld, SpatialPadd
@@ -157,7 +157,7 @@ def _wait_fraction(loader: Any, net_spec: dict[str, Any], epochs: int) -> tuple[
     """Seconds blocked on the loader, total seconds and iterations of training, over the epochs after the first."""
     net = build(net_spec).train()
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.99, nesterov=True)
-    loss_fn = DiceCELoss(sigmoid=True, smooth_nr=0, smooth_dr=1, lambda_ce=3)
+    loss_fn = DiceFocalLoss(sigmoid=True, gamma=0.0, lambda_focal=3.0, smooth_nr=0, smooth_dr=1)
     policy = ModalityDropout(4)
     generator = torch.Generator().manual_seed(0)
     wait = total = 0.0

@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, Mapping
 
 import torch
-from monai.losses import DiceCELoss
+from monai.losses import DiceFocalLoss
 from monai.networks.nets import SegResNet
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -74,7 +74,7 @@ def make_step(spec: Mapping[str, Any], kd: bool = False) -> tuple[nn.Module, Cal
     image = torch.randn([batch, NUM_MODALITIES] + crop, generator=generator)
     label = (torch.rand([batch, NUM_REGIONS] + crop, generator=generator) > 0.9).float()
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.99, nesterov=True)
-    loss_fn = DiceCELoss(sigmoid=True, smooth_nr=0, smooth_dr=1, lambda_ce=3)
+    loss_fn = DiceFocalLoss(sigmoid=True, gamma=0.0, lambda_focal=3.0, smooth_nr=0, smooth_dr=1)
     masks = itertools.cycle(_masks(spec, 8))
     is_mckd = isinstance(net, MultiModalSegNet)
     kd_loss = PairwiseDistillationLoss()
@@ -201,7 +201,7 @@ def trainer_overhead(spec: Variant, iterations: int, rounds: int) -> dict[str, f
             train_data_loader=data * (iterations // 2 + 1),
             network=trainer_net,
             optimizer=torch.optim.SGD(trainer_net.parameters(), lr=1e-4, momentum=0.99, nesterov=True),
-            loss_function=DiceCELoss(sigmoid=True, smooth_nr=0, smooth_dr=1, lambda_ce=3),
+            loss_function=DiceFocalLoss(sigmoid=True, gamma=0.0, lambda_focal=3.0, smooth_nr=0, smooth_dr=1),
             importance=ModalityImportance(NUM_MODALITIES),
             modality_dropout=ModalityDropout(NUM_MODALITIES),
         )
