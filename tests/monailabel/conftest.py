@@ -39,9 +39,12 @@ def monailabel_venv() -> Path:
 
 
 def _wanted_stamp() -> str:
-    """What the environment must have been built from: the pins and the project's dependency file."""
+    """What the environment must have been built from: the pins, the project's dependency file and the checkout
+    that ``mckd`` is installed editable from (another checkout may since have moved or been deleted)."""
     digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
-    return json.dumps({"requirements": MONAILABEL_REQUIREMENTS, "pyproject_sha256": digest}, sort_keys=True)
+    return json.dumps(
+        {"requirements": MONAILABEL_REQUIREMENTS, "pyproject_sha256": digest, "checkout": str(REPO)}, sort_keys=True
+    )
 
 
 def _pip(python: Path, *args: str) -> None:
