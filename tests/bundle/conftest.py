@@ -8,11 +8,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from data_prep.brats import prepare_datalist
 from data_prep.synthetic_brats import write_dataset
+from tests.dicom_builders import write_dicom_series
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundle" / "brats_mri_mckd_segmentation"
@@ -41,32 +40,6 @@ SMALL_RUN = {
 def config_files(*names: str) -> list[str]:
     """Paths of bundle config files, in order."""
     return [str(CONFIGS / name) for name in names]
-
-
-def write_dicom_series(folder: Path, volume: np.ndarray, spacing: tuple[float, float, float]) -> None:
-    """Write ``volume`` (x, y, z) as an axial MR series: slice k at z = k * spacing[2], rows along y, columns x."""
-    folder.mkdir(parents=True, exist_ok=True)
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    for k in range(volume.shape[2]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.Modality, ds.PatientID, ds.PatientName = "MR", "test", "test"
-        ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
-        ds.ImagePositionPatient = [0.0, 0.0, float(k * spacing[2])]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
-        ds.SliceThickness = float(spacing[2])
-        ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.PixelData = np.ascontiguousarray(volume[:, :, k].T.astype(np.int16)).tobytes()
-        ds.save_as(folder / f"slice{k:03d}.dcm", enforce_file_format=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ Entries already covered by ``tests/data_prep`` and ``tests/brats`` are reference
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -26,19 +25,12 @@ from mckd.brats.io import DatalistError, SaveCasePrediction, discover_cases, loa
 from mckd.brats.transforms import CaseError, ConvertLabelToRegionsd, LoadModalities, LoadModalitiesd
 from mckd.checkpoints import AtomicCheckpointSaver, save_checkpoint
 from mckd.interrupt import GracefulInterrupt
+from tests.dicom_builders import write_dicom_series
 
 ROOT = Path(__file__).parents[2]
 SHAPE = (24, 28, 20)
 #: A folder name with a space, non-ASCII letters and shell metacharacters.
 AWKWARD = "my data é ü $(touch pwned); `id` & | 'q' \"dq\" %s @x"
-
-
-def _brats_conftest():
-    """``tests/brats/conftest.py`` as a module, for its DICOM writer (pytest registers conftests, never imports)."""
-    spec = importlib.util.spec_from_file_location("brats_test_builders", ROOT / "tests" / "brats" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _nifti(path: Path, data: np.ndarray) -> Path:
@@ -201,7 +193,7 @@ def test_label_value_outside_the_convention_names_the_file(tmp_path, value, conv
 
 @pytest.fixture(scope="module")
 def dicom_writer():
-    return _brats_conftest().write_dicom_series
+    return write_dicom_series
 
 
 def _series(folder: Path, writer, spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), slices: int = 6) -> Path:
