@@ -5,14 +5,16 @@ Usage::
     python -m data_prep.brats --root DIR --out datalist.json [--layout auto|brats2018|brats2021|brats2023|msd]
         [--split paper|kfold:K:I|ratio:R] [--seed S] [--strict] [--allow-missing-modalities] [--jobs N]
 
-Every case is checked (missing, unreadable or corrupt files, wrong dimensionality or data type, shape/affine mismatch,
-label values outside the release's convention, NaN/Inf, all-zero images). Bad cases are skipped with a warning naming case, file
-and reason (``--strict``: nothing is written). Paths in the datalist are relative to the datalist's folder, so
+Cases are found and checked by the BraTS case model (:mod:`mckd.brats.cases`), reading each case as training and
+inference do (:func:`mckd.brats.loading.check_case`): missing, unreadable or corrupt files, wrong dimensionality, data
+type or an implausible size, shape/affine mismatch, NaN/Inf, all-zero images, label values outside the release's
+convention. Bad cases are skipped with a warning naming case, file and reason (``--strict``: nothing is written).
+The datalist is never written over an input or into the dataset folder. Paths in the datalist are relative to the datalist's folder, so
 ``monai.data.load_decathlon_datalist(path, data_list_key=...)`` resolves them with its default ``base_dir``.
 
 Exit status: 0 datalist written (possibly with skipped cases); 1 ``--strict`` and a case has a problem;
-2 usage error (bad argument, ``--root`` not a folder, no case found, malformed ``dataset.json``, output not writable,
-too few cases for the split) or no usable case.
+2 usage error (bad argument, ``--root`` not a folder, no case found, mixed layouts, malformed ``dataset.json``, output
+inside the dataset or not writable, too few cases for the split or an empty training split) or no usable case.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
+from mckd.brats.cases import Case, CaseError, DiscoveryError, discover_cases
 from mckd.brats.conventions import LAYOUTS, MODALITIES
+from mckd.brats.loading import CaseVerdict, LoadModalities, check_case
 from mckd.fileio import ensure_not_input, write_json_atomic
 
-from ._brats_checks import CaseCheck, Problem, check_case
-from ._brats_discovery import CaseFiles, LayoutError, discover_cases
 from ._brats_splits import SplitSpec, split_cases
 
 __all__ = ["EXIT_OK", "EXIT_STRICT", "EXIT_USAGE", "PreparationError", "Preparation", "prepare_datalist", "main"]
@@ -49,7 +51,7 @@ _NON_PATH_KEYS: tuple[str, ...] = ("case_id", "label_convention")
 class PreparationError(Exception):
     """Preparation stopped; ``status`` is the exit status and ``problems`` the per-case problems (if any)."""
 
-    def __init__(self, message: str, status: int, problems: Sequence[Problem] = ()) -> None:
+    def __init__(self, message: str, status: int, problems: Sequence[CaseError] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.problems = tuple(problems)
@@ -69,17 +71,52 @@ class Preparation:
     out: Path
     layout: str
     datalist: dict[str, Any]
-    problems: tuple[Problem, ...]
+    problems: tuple[CaseError, ...]
 
 
-def _check_all(
-    cases: Sequence[CaseFiles], root: Path, layout: str, allow_missing: bool, jobs: int
-) -> list[CaseCheck]:
+def _shown(path: str | None, root: Path) -> str:
+    """``path`` relative to the dataset root where possible, with forward slashes."""
+    if path is None:
+        return str(root)
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _describe(problem: CaseError, root: Path) -> str:
+    """``<case>: <file relative to the root>: <reason>``."""
+    return f"{problem.case_id}: {_shown(problem.path, root)}: {problem.reason}"
+
+
+def _find(root: Path, layout: str) -> tuple[str, list[Case], list[CaseError]]:
+    """The dataset's layout, cases and discovery problems.
+
+    Raises:
+        PreparationError: (usage) for a root that is not a folder, an unknown layout, no case, or mixed layouts.
+    """
+    if not root.is_dir():
+        raise PreparationError(f"--root '{root}' is not a folder.", EXIT_USAGE)
+    try:
+        found = discover_cases(root, layout)
+    except DiscoveryError as err:
+        raise PreparationError(str(err), EXIT_USAGE) from err
+    if not found.cases and not found.problems:
+        wanted = "BraTS 2018-2023 or MSD Task01" if layout == "auto" else layout
+        raise PreparationError(f"no {wanted} case found under '{root}'.", EXIT_USAGE)
+    if len(found.layouts) > 1:
+        raise PreparationError(
+            f"'{root}' mixes layouts {', '.join(found.layouts)}; pass --layout or split the folder.", EXIT_USAGE
+        )
+    return (found.layouts[0] if found.layouts else layout), found.cases, found.problems
+
+
+def _check_all(cases: Sequence[Case], allow_missing: bool, jobs: int) -> list[CaseVerdict]:
     """Check every case (in ``jobs`` threads; gzip and numpy release the GIL) with a progress bar on a terminal."""
-    convention = LAYOUTS[layout].label_convention
+    loader = LoadModalities()
 
-    def check(case: CaseFiles) -> CaseCheck:
-        return check_case(case, root, convention, allow_missing)
+    def check(case: Case) -> CaseVerdict:
+        return check_case(case, loader, require_all=not allow_missing)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         results = pool.map(check, cases)
@@ -91,25 +128,36 @@ def _relative(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
 
 
-def _entry(check: CaseCheck, layout: str, base: Path, allow_missing: bool) -> dict[str, Any]:
+def _image_paths(case: Case) -> Path | list[Path]:
+    """The case's image entry; a missing modality keeps the path its file would have (MONAI's loader needs strings)."""
+    if isinstance(case.images, Path):
+        return case.images
+    spec = LAYOUTS[case.layout]
+    return [
+        path if path is not None else case.folder / spec.modality_file(case.case_id, modality)
+        for modality, path in zip(MODALITIES, case.images)
+    ]
+
+
+def _entry(verdict: CaseVerdict, base: Path, allow_missing: bool) -> dict[str, Any]:
     """The datalist item of one usable case."""
-    case = check.case
-    images = case.images
+    case = verdict.case
+    images = _image_paths(case)
     entry: dict[str, Any] = {
         "case_id": case.case_id,
         "image": _relative(images, base) if isinstance(images, Path) else [_relative(p, base) for p in images],
     }
     if case.label is not None:
         entry["label"] = _relative(case.label, base)
-    entry["label_convention"] = LAYOUTS[layout].label_convention.name
+    entry["label_convention"] = LAYOUTS[case.layout].label_convention.name
     if allow_missing:
-        entry["available"] = list(check.available)
+        entry["available"] = list(verdict.available)
     return entry
 
 
-def _stratum(check: CaseCheck) -> tuple[str, bool]:
+def _stratum(verdict: CaseVerdict) -> tuple[str, bool]:
     """Stratification key of a labelled case: its grade folder (if any) and whether it has enhancing tumour."""
-    return (check.case.group or "", bool(check.has_enhancing))
+    return (verdict.case.group or "", bool(verdict.has_enhancing))
 
 
 def _warn_about_loader_rewrites(datalist: dict[str, Any], base: Path) -> None:
@@ -133,14 +181,26 @@ def _warn_about_loader_rewrites(datalist: dict[str, Any], base: Path) -> None:
         )
 
 
+def _assign(verdicts: Sequence[CaseVerdict], spec: SplitSpec, seed: int) -> dict[str, list[str]]:
+    """Case ids per list; unlabelled cases go to ``testing``.
+
+    Raises:
+        ValueError: when the split cannot be made or leaves ``training`` empty while labelled cases exist.
+    """
+    labelled = [(v.case.case_id, _stratum(v)) for v in verdicts if v.case.label is not None]
+    assignment = split_cases(labelled, spec, seed) if labelled else {k: [] for k in SPLIT_KEYS[:3]}
+    if labelled and not assignment["training"]:
+        raise ValueError(f"split {spec} leaves 'training' empty ({len(labelled)} labelled cases).")
+    assignment["testing"] = [v.case.case_id for v in verdicts if v.case.label is None]
+    return assignment
+
+
 def _assemble(
-    checks: Sequence[CaseCheck], layout: str, spec: SplitSpec, seed: int, base: Path, allow_missing: bool
+    verdicts: Sequence[CaseVerdict], layout: str, spec: SplitSpec, seed: int, base: Path, allow_missing: bool
 ) -> dict[str, Any]:
     """The datalist JSON content of the usable cases."""
-    entries = {c.case.case_id: _entry(c, layout, base, allow_missing) for c in checks}
-    labelled = [(c.case.case_id, _stratum(c)) for c in checks if c.case.label is not None]
-    assignment = split_cases(labelled, spec, seed) if labelled else {k: [] for k in SPLIT_KEYS[:3]}
-    assignment["testing"] = [c.case.case_id for c in checks if c.case.label is None]
+    entries = {v.case.case_id: _entry(v, base, allow_missing) for v in verdicts}
+    assignment = _assign(verdicts, spec, seed)
     convention = LAYOUTS[layout].label_convention
     datalist: dict[str, Any] = {
         "name": f"BraTS datalist ({layout})",
@@ -157,12 +217,28 @@ def _assemble(
     return datalist
 
 
-def _warn_unlabelled(checks: Sequence[CaseCheck]) -> None:
+def _warn_unlabelled(verdicts: Sequence[CaseVerdict]) -> None:
     """A root mixing labelled and unlabelled cases is unusual: say which cases go to ``testing``."""
-    unlabelled = [c.case.case_id for c in checks if c.case.label is None]
-    if unlabelled and len(unlabelled) < len(checks):
+    unlabelled = [v.case.case_id for v in verdicts if v.case.label is None]
+    if unlabelled and len(unlabelled) < len(verdicts):
         logger.warning(
             "%d case(s) have no label file and go to 'testing': %s", len(unlabelled), ", ".join(unlabelled[:10])
+        )
+
+
+def _check_output(out: Path, root: Path, cases: Sequence[Case]) -> None:
+    """Refuse a datalist path that is a folder, an input, or inside the dataset folder.
+
+    Raises:
+        ValueError: naming the path and the reason.
+    """
+    if out.is_dir():
+        raise ValueError(f"--out '{out}' is a folder; give the datalist's file name.")
+    ensure_not_input(out, [root / "dataset.json", *(path for case in cases for path in case.inputs)])
+    if root.resolve() in out.resolve().parents:
+        raise ValueError(
+            f"--out '{out}' lies inside the dataset folder '{root}'; write the datalist outside it (inputs are never "
+            "written into), e.g. into a sibling 'lists' folder."
         )
 
 
@@ -180,41 +256,45 @@ def prepare_datalist(
 
     Args:
         root: dataset folder.
-        out: datalist JSON to write (atomically); paths inside are relative to its folder.
+        out: datalist JSON to write (atomically), outside ``root``; paths inside are relative to its folder.
         layout: ``auto`` or a key of ``mckd.brats.conventions.LAYOUTS``.
         split: ``paper``, ``kfold:K:I`` or ``ratio:R`` (see :func:`data_prep._brats_splits.split_cases`).
         seed: seed of the split.
         strict: raise instead of skipping cases with problems.
-        allow_missing_modalities: keep cases with absent modality files; every item then carries ``available``
-            (four booleans in ``MODALITIES`` order) and absent files keep their expected path in ``image``.
+        allow_missing_modalities: keep cases with absent (or all-zero) modality images; every item then carries
+            ``available`` (four booleans in ``MODALITIES`` order) and absent files keep their expected path in
+            ``image``.
         jobs: number of threads checking cases.
 
     Raises:
         PreparationError: with ``status`` :data:`EXIT_STRICT` (strict and problems) or :data:`EXIT_USAGE` (usage
-            error, no usable case, output not writable).
+            error, no usable case, output refused or not writable).
     """
     root, out = Path(root), Path(out)
     try:
         spec = SplitSpec.parse(split)
         if jobs < 1:
             raise ValueError(f"--jobs must be at least 1, got {jobs}.")
-        if out.is_dir():
-            raise ValueError(f"--out '{out}' is a folder; give the datalist's file name.")
-        layout, cases = discover_cases(root, layout)
-        ensure_not_input(out, [root / "dataset.json"])
-    except (ValueError, LayoutError) as err:
+    except ValueError as err:
         raise PreparationError(str(err), EXIT_USAGE) from err
-    checks = _check_all(cases, root, layout, allow_missing_modalities, jobs)
-    problems = tuple(p for c in checks for p in c.problems)
-    usable = [c for c in checks if not c.problems]
+    layout, cases, found_problems = _find(root, layout)
+    try:
+        _check_output(out, root, cases)
+    except ValueError as err:
+        raise PreparationError(str(err), EXIT_USAGE) from err
+    verdicts = _check_all(cases, allow_missing_modalities, jobs)
+    problems = tuple(found_problems) + tuple(v.problem for v in verdicts if v.problem is not None)
+    usable = [v for v in verdicts if v.problem is None]
     if problems and strict:
-        raise PreparationError(f"{len(checks) - len(usable)} of {len(checks)} cases have problems", EXIT_STRICT, problems)
+        raise PreparationError(f"{len(problems)} case(s) have problems", EXIT_STRICT, problems)
     if not usable:
-        raise PreparationError(f"no usable case among {len(checks)} under '{root}'", EXIT_USAGE, problems)
+        raise PreparationError(f"no usable case among {len(verdicts) + len(found_problems)} under '{root}'", EXIT_USAGE, problems)
     _warn_unlabelled(usable)
     try:
         datalist = _assemble(usable, layout, spec, seed, out.parent, allow_missing_modalities)
-        datalist["skipped"] = [{"case_id": p.case_id, "file": p.file, "reason": p.reason} for p in problems]
+        datalist["skipped"] = [
+            {"case_id": p.case_id, "file": _shown(p.path, root), "reason": p.reason} for p in problems
+        ]
         _warn_about_loader_rewrites(datalist, out.parent)
         write_json_atomic(out, datalist)
     except (ValueError, PermissionError) as err:
@@ -222,11 +302,11 @@ def prepare_datalist(
     return Preparation(out, layout, datalist, problems)
 
 
-def _log_problems(header: str, problems: Sequence[Problem], level: int) -> None:
+def _log_problems(header: str, problems: Sequence[CaseError], root: Path, level: int) -> None:
     """Log ``header`` then one line per problem."""
     logger.log(level, "%s:", header)
     for problem in problems:
-        logger.log(level, "  %s", problem)
+        logger.log(level, "  %s", _describe(problem, root))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -236,7 +316,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Check a BraTS / MSD Task01 download and write a MONAI datalist JSON with MCKD's splits.",
     )
     parser.add_argument("--root", required=True, type=Path, help="dataset folder")
-    parser.add_argument("--out", required=True, type=Path, help="datalist JSON to write")
+    parser.add_argument("--out", required=True, type=Path, help="datalist JSON to write (outside the dataset folder)")
     parser.add_argument("--layout", default="auto", help="auto (default), " + ", ".join(LAYOUTS))
     parser.add_argument("--split", default="paper", help="paper (default), kfold:K:I (0-based I) or ratio:R")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
@@ -258,12 +338,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except PreparationError as err:
         if err.problems:
-            _log_problems("problems found", err.problems, logging.ERROR)
+            _log_problems("problems found", err.problems, args.root, logging.ERROR)
         logger.error("error: %s", err)
         return err.status
     if result.problems:
         skipped = len({p.case_id for p in result.problems})
-        _log_problems(f"skipped {skipped} case(s) with problems", result.problems, logging.WARNING)
+        _log_problems(f"skipped {skipped} case(s) with problems", result.problems, args.root, logging.WARNING)
     counts = ", ".join(f"{key} {result.datalist[f'num_{key}']}" for key in SPLIT_KEYS)
     logger.info("%s: %s layout, split %s: %s", result.out, result.layout, result.datalist["split"], counts)
     return EXIT_OK

@@ -70,15 +70,14 @@ def _label_three(path: Path) -> None:
 
 
 BREAKAGES = {
-    "missing": ("t1", _remove, "missing file (T1)"),
-    "truncated gzip": ("t2", _truncate, "unreadable file"),
-    "not an image": ("flair", _not_an_image, "unreadable file"),
-    "affine mismatch": ("t1ce", _shift_affine, "affine differs from"),
-    "shape mismatch": ("t1", _crop, "shape (30, 40, 24) differs from"),
-    "nan": ("flair", _nan, "volume contains 1 NaN/Inf voxels"),
-    "all zero": ("t2", _zero, "volume is all zero"),
-    "wrong dimensionality": ("t1", _four_d, "wrong dimensionality: shape (32, 40, 24, 2), expected 3D"),
-    "label values": ("seg", _label_three, "unexpected label values 3 for convention brats2018 (allowed 0, 1, 2, 4)"),
+    "truncated gzip": ("t2", _truncate, "cannot be read: "),
+    "not an image": ("flair", _not_an_image, "cannot be read as NIfTI: "),
+    "affine mismatch": ("t1ce", _shift_affine, "affine differs from that of"),
+    "shape mismatch": ("t1", _crop, "spatial shape (30, 40, 24) differs from (32, 40, 24)"),
+    "nan": ("flair", _nan, "contains 1 NaN/Inf voxels."),
+    "all zero": ("t2", _zero, "the T2 image is all zero, i.e. missing (pass --allow-missing-modalities"),
+    "wrong dimensionality": ("t1", _four_d, "is not a 3D volume: shape (32, 40, 24, 2) (one 3D file per modality)."),
+    "label values": ("seg", _label_three, "label map holds values [3] that the 'brats2018' convention does not define"),
 }
 
 
@@ -94,11 +93,19 @@ def test_bad_case_is_skipped_with_a_warning_naming_case_file_and_reason(tmp_path
     assert "skipped 1 case(s) with problems" in caplog.text
 
 
+def test_a_missing_modality_file_skips_the_case_naming_case_folder_and_modality(tmp_path, make_dataset, caplog):
+    root, written = make_dataset("brats2021", n_cases=4)
+    case = written[0]
+    case.images["t1"].unlink()
+    assert _run(root, tmp_path / "out" / "d.json") == EXIT_OK
+    assert f"{case.case_id}: {case.case_id}: has no T1 image (pass --allow-missing-modalities" in caplog.text
+
+
 def test_strict_fails_with_status_1_listing_the_problems_and_writes_nothing(tmp_path, make_dataset, caplog):
     root, written = make_dataset("brats2021", n_cases=4)
     written[1].images["t1ce"].unlink()
     assert _run(root, tmp_path / "out" / "d.json", "--strict") == EXIT_STRICT
-    assert f"{written[1].case_id}: {written[1].case_id}/{written[1].images['t1ce'].name}: missing file" in caplog.text
+    assert f"{written[1].case_id}: {written[1].case_id}: has no T1ce image" in caplog.text
     assert not (tmp_path / "out" / "d.json").exists()
 
 
@@ -107,7 +114,7 @@ def test_skipped_cases_are_listed_in_the_datalist(tmp_path, make_dataset):
     written[0].images["t2"].unlink()
     _run(root, tmp_path / "out" / "d.json")
     text = (tmp_path / "out" / "d.json").read_text()
-    assert f'"case_id": "{written[0].case_id}"' in text and '"reason": "missing file (T2)"' in text
+    assert f'"case_id": "{written[0].case_id}"' in text and '"reason": "has no T2 image (pass' in text
 
 
 def test_no_usable_case_exits_with_status_2(tmp_path, make_dataset, caplog):
@@ -124,14 +131,15 @@ def test_all_modalities_missing_is_a_problem_even_when_missing_modalities_are_al
     for path in written[0].images.values():
         path.unlink()
     assert _run(root, tmp_path / "out" / "d.json", "--allow-missing-modalities") == EXIT_OK
-    assert f"{written[0].case_id}: {written[0].case_id}: no modality file found" in caplog.text
+    label = f"{written[0].case_id}/{written[0].case_id}_seg.nii.gz"
+    assert f"{written[0].case_id}: {label}: has a label map but no modality image" in caplog.text
 
 
 def test_msd_image_with_wrong_channel_count_is_reported(tmp_path, make_dataset, caplog):
     root, written = make_dataset("msd", n_cases=3)
     _rewrite(written[0].images["flair"], np.ones((*SHAPE, 3), dtype=np.int16))
     assert main(["--root", str(root), "--out", str(tmp_path / "out" / "d.json")]) == EXIT_OK
-    assert "BRATS_001: imagesTr/BRATS_001.nii.gz: wrong dimensionality: shape (32, 40, 24, 3), expected 4D with 4" in (
+    assert "BRATS_001: imagesTr/BRATS_001.nii.gz: a 4D image needs 4 modality volumes last, its shape is (32, 40, 24, 3)" in (
         caplog.text
     )
 
@@ -143,7 +151,7 @@ def test_msd_image_with_wrong_channel_count_is_reported(tmp_path, make_dataset, 
         (["--layout", "brats1999"], "unknown layout 'brats1999'"),
         (["--split", "kfold:3:5"], "malformed --split 'kfold:3:5'"),
         (["--split", "ratio:1.5"], "malformed --split 'ratio:1.5'"),
-        (["--root", "{empty}"], "no BraTS 2018-2023 or MSD Task01 case folder found"),
+        (["--root", "{empty}"], "no BraTS 2018-2023 or MSD Task01 case found"),
         (["--jobs", "0"], "--jobs must be at least 1"),
     ],
 )

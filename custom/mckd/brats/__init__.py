@@ -1,4 +1,4 @@
-"""BraTS-specific parts: conventions, transforms, case discovery and prediction output, the evaluation report."""
+"""BraTS-specific parts: conventions, the case model, loading, label transforms, datalists, outputs, the report."""
 
 from __future__ import annotations
 
@@ -13,29 +13,19 @@ from mckd.brats.conventions import (
     REGIONS,
     LabelConvention,
 )
-from mckd.brats.io import (
-    CaseProblem,
-    DiscoveredCases,
-    SaveCasePrediction,
-    SaveCasePredictiond,
-    check_output_dir,
-    discover_cases,
-    prediction_path,
-)
-from mckd.brats.report import evaluate_and_report, markdown_report, markdown_table, write_report
-from mckd.brats.transforms import (
-    CaseError,
+from mckd.brats.cases import Case, CaseError, Discovery, DiscoveryError, discover_cases
+from mckd.brats.datalist import DatalistError, load_datalist
+from mckd.brats.labels import (
     ConvertLabelToRegions,
     ConvertLabelToRegionsd,
-    LoadModalities,
-    LoadModalitiesd,
-    PackAvailability,
-    PackAvailabilityd,
     RegionsToLabel,
     RegionsToLabeld,
     RemoveSmallEnhancingTumour,
     RemoveSmallEnhancingTumourd,
 )
+from mckd.brats.loading import LoadModalities, LoadModalitiesd, PackAvailability, PackAvailabilityd, check_case
+from mckd.brats.report import evaluate_and_report, markdown_report, markdown_table, write_report
+from mckd.brats.writing import SaveCasePrediction, SaveCasePredictiond, check_output_dir, prediction_path
 
 __all__ = [
     "LABEL_CONVENTIONS",
@@ -47,8 +37,13 @@ __all__ = [
     "REGION_DISPLAY_NAMES",
     "REGIONS",
     "LabelConvention",
-    "CaseProblem",
-    "DiscoveredCases",
+    "Case",
+    "CaseError",
+    "Discovery",
+    "DiscoveryError",
+    "DatalistError",
+    "load_datalist",
+    "check_case",
     "SaveCasePrediction",
     "SaveCasePredictiond",
     "check_output_dir",
@@ -58,7 +53,6 @@ __all__ = [
     "markdown_report",
     "markdown_table",
     "write_report",
-    "CaseError",
     "ConvertLabelToRegions",
     "ConvertLabelToRegionsd",
     "LoadModalities",

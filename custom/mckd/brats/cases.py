@@ -1,0 +1,648 @@
+"""The BraTS case model: the one place that turns a folder into cases and says whether a case's files are usable.
+
+Every entry point uses it — ``python -m data_prep.brats`` (datalists), bundle inference and evaluation (through
+:class:`~mckd.brats.loading.LoadModalities`), the MONAI Label app — so the same folder gets the same verdict everywhere.
+
+Discovery (:func:`discover_cases`) finds files by name only; what they hold is checked when they are read, by the
+checks below (header, one geometry tolerance, voxels, DICOM series). What counts as a case:
+
+- an MSD task folder (``dataset.json`` beside ``imagesTr/``): the images it lists, each one 4D image with the
+  modalities in :data:`~mckd.brats.conventions.MODALITIES` order;
+- a folder whose modality files belong to one case is that case, named after the folder whatever its files' prefix
+  (``Brats18_x/Brats18_x_flair.nii.gz``, ``patientA/scan_flair.nii.gz``, ``patientA/FLAIR.nii``); its sub-folders
+  named after a modality (``flair/``, ``T1ce/``, ``t2f/``) are DICOM series of the same case;
+- a folder with the modality files of several cases side by side: one case per file prefix (``A_flair``, ``B_flair``);
+- any other 4D image with as many channels as modalities: an MSD-style case named after the file.
+
+Modality files are recognised by a suffix after ``_``, ``-``, ``.`` or a space, or as the whole name, in any letter
+case: the BraTS 2018-2021 names (``flair``, ``t1``, ``t1ce``, ``t2``) and the 2023+ names (``t2f``, ``t1n``, ``t1c``,
+``t2w``) of :data:`~mckd.brats.conventions.LAYOUTS`; the label map by ``seg``. Image files are those MONAI reads:
+NIfTI (``.nii``, ``.nii.gz``) with nibabel, MetaImage and NRRD (``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr``) with ITK.
+A missing modality is ``None``. Folders are followed through symbolic links once each (a link loop neither repeats
+a case nor hangs), down to :data:`MAX_DEPTH` levels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from monai.config import PathLike
+from monai.utils import optional_import
+
+from mckd.brats.conventions import LAYOUTS, MODALITIES, LabelConvention
+
+pydicom, has_pydicom = optional_import("pydicom")
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_DEPTH",
+    "GEOMETRY_ATOL_MM",
+    "MAX_VOXELS",
+    "SLICE_SPACING_RTOL",
+    "CaseError",
+    "DiscoveryError",
+    "Case",
+    "Discovery",
+    "discover_cases",
+    "image_stem",
+    "check_header",
+    "check_geometry",
+    "check_voxels",
+    "check_label_values",
+    "check_dicom_series",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File extensions of the images a case may consist of (lower case; matched in any letter case), NIfTI first.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+#: Folder levels searched below the root (``root/<release>/HGG/<case>/<series>``).
+MAX_DEPTH = 6
+#: Largest element-wise difference of two images' 4x4 affines (mm, and direction cosines) that still counts as one grid.
+GEOMETRY_ATOL_MM = 1e-3
+#: Largest volume (voxels per modality) read at all: a header claiming more is reported instead of allocated.
+#: A BraTS volume has 240 x 240 x 155 = 8.9 M voxels; 2**30 voxels of float32 would need 4 GiB.
+MAX_VOXELS = 2**30
+#: Largest relative difference between the distances of consecutive DICOM slices and their median.
+SLICE_SPACING_RTOL = 0.01
+
+#: Characters that separate a file's case prefix from its modality suffix.
+_SEPARATORS = ("_", "-", ".", " ")
+#: MSD keeps label maps in these folders next to imagesTr/imagesTs; they hold no modality images.
+_LABEL_FOLDERS = frozenset({"labelstr", "labelsts"})
+_GRADE_FOLDERS = frozenset({"HGG", "LGG"})
+_LABEL_SUFFIX = "seg"
+
+
+class CaseError(ValueError):
+    """A case cannot be used; the message names the case and the file. Inference goes on with the other cases.
+
+    Attributes:
+        case_id: the case's identifier (``"<unknown case>"`` when the caller did not give one).
+        path: the offending file or folder, when there is one.
+        reason: what is wrong, in words a user can act on.
+    """
+
+    def __init__(self, case_id: str | None, reason: str, path: PathLike | None = None) -> None:
+        self.case_id = case_id or "<unknown case>"
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        where = f" (file '{self.path}')" if self.path else ""
+        super().__init__(f"case '{self.case_id}'{where}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # picklable across DataLoader worker processes with its three arguments
+        return type(self), (self.case_id, self.reason, self.path)
+
+
+class DiscoveryError(ValueError):
+    """The input as a whole cannot be read (absent root, unknown layout, unreadable ``dataset.json``)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """The files of one case as found on disk.
+
+    Attributes:
+        case_id: the case's identifier; it names the outputs.
+        images: one entry per modality in :data:`MODALITIES` order (a file, a DICOM series folder, or None when the
+            modality is missing), or one 4D image path (MSD).
+        label: the label map, or None for an unlabelled case.
+        layout: the key of :data:`LAYOUTS` whose file names the case uses (``"msd"`` for a 4D image).
+        folder: the folder that holds the case.
+        group: ``"HGG"``/``"LGG"`` when the case sits in such a folder (BraTS 2018-2020), else None.
+    """
+
+    case_id: str
+    images: tuple[Path | None, ...] | Path
+    label: Path | None
+    layout: str
+    folder: Path
+    group: str | None = None
+
+    @property
+    def four_d(self) -> bool:
+        """Whether the case is one 4D image."""
+        return isinstance(self.images, Path)
+
+    @property
+    def available(self) -> tuple[bool, ...]:
+        """Per modality, whether the case has an input for it (a 4D image has all)."""
+        if isinstance(self.images, Path):
+            return (True,) * len(MODALITIES)
+        return tuple(path is not None for path in self.images)
+
+    @property
+    def inputs(self) -> list[Path]:
+        """Every input path of the case (images and label)."""
+        images = [self.images] if isinstance(self.images, Path) else [p for p in self.images if p is not None]
+        return images + ([self.label] if self.label is not None else [])
+
+    def item(self) -> dict[str, Any]:
+        """The datalist entry of the case for :class:`~mckd.brats.loading.LoadModalitiesd` (absolute paths)."""
+        images = self.images
+        entry: dict[str, Any] = {
+            "case_id": self.case_id,
+            "image": str(images) if isinstance(images, Path) else [None if p is None else str(p) for p in images],
+            "available": list(self.available),
+            "layout": self.layout,
+            "label_convention": LAYOUTS[self.layout].label_convention.name,
+        }
+        if self.label is not None:
+            entry["label"] = str(self.label)
+        return entry
+
+
+@dataclass
+class Discovery:
+    """What :func:`discover_cases` found.
+
+    Attributes:
+        root: the searched path.
+        cases: the cases, sorted by case id.
+        problems: the cases that were left out, with the reason (:class:`CaseError`).
+    """
+
+    root: Path
+    cases: list[Case] = field(default_factory=list)
+    problems: list[CaseError] = field(default_factory=list)
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """The cases as datalist entries (see :meth:`Case.item`)."""
+        return [case.item() for case in self.cases]
+
+    @property
+    def layouts(self) -> list[str]:
+        """The distinct layouts of the cases, sorted."""
+        return sorted({case.layout for case in self.cases})
+
+    def log_problems(self, log: logging.Logger | None = None) -> None:
+        """Log every problem as a warning (on ``log``, default this module's logger)."""
+        for problem in self.problems:
+            (log or logger).warning("skipping %s", problem)
+
+
+def image_stem(name: str) -> str | None:
+    """``name`` without its image extension (any letter case), or None when it is not an image file name."""
+    lower = name.lower()
+    for ext in IMAGE_EXTENSIONS:
+        if lower.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return None
+
+
+def _family(layout: str) -> str:
+    """Layouts that share their file names (brats2018 and brats2021) form one family, named by its first member."""
+    spec = LAYOUTS[layout]
+    return next(name for name, other in LAYOUTS.items() if other.modality_suffixes == spec.modality_suffixes)
+
+
+def _suffix_table() -> dict[str, tuple[str, str]]:
+    """Lower-case suffix -> (modality, layout family) for every per-modality layout's names."""
+    table: dict[str, tuple[str, str]] = {}
+    for name, layout in LAYOUTS.items():
+        for modality, suffix in layout.modality_suffixes.items():
+            table.setdefault(suffix.lower(), (modality, _family(name)))
+    return table
+
+
+_SUFFIXES = _suffix_table()
+#: ``(suffix, modality or None for the label, family or None)``, longest suffix first (``t1ce`` before ``t1``).
+_NAMES = sorted([(s, m, f) for s, (m, f) in _SUFFIXES.items()] + [(_LABEL_SUFFIX, None, None)], key=lambda n: -len(n[0]))
+
+
+def _match(stem: str) -> tuple[str, str | None, str | None] | None:
+    """``(prefix, modality or None for the label, layout family or None)`` of a file stem, or None.
+
+    The prefix loses its trailing separator; a stem that is only the suffix has the prefix ``""``.
+    """
+    lower = stem.lower()
+    for suffix, modality, family in _NAMES:
+        if lower == suffix:
+            return "", modality, family
+        if lower.endswith(suffix) and lower[-len(suffix) - 1] in _SEPARATORS:
+            return stem[: -len(suffix) - 1], modality, family
+    return None
+
+
+def _header_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape a NIfTI header declares (None for other formats or an unreadable header)."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return None
+    try:
+        return tuple(int(n) for n in nib.load(str(path)).shape)
+    except Exception:  # any nibabel failure: the file is reported when it is read
+        return None
+
+
+@dataclass
+class _Group:
+    """The modality files sharing one prefix in one folder."""
+
+    files: dict[str, list[Path]] = field(default_factory=dict)
+    labels: list[Path] = field(default_factory=list)
+    families: set[str] = field(default_factory=set)
+
+
+class _Walker:
+    """Walks the folders once (each real folder once) and collects cases and problems."""
+
+    def __init__(self, num_modalities: int) -> None:
+        self.num_modalities = num_modalities
+        self.cases: list[Case] = []
+        self.problems: list[CaseError] = []
+        self.visited: set[Path] = set()
+
+    def problem(self, case_id: str, reason: str, path: PathLike) -> None:
+        self.problems.append(CaseError(case_id, reason, path))
+
+    def walk(self, folder: Path, depth: int, is_root: bool) -> None:
+        real = folder.resolve()
+        if real in self.visited or depth > MAX_DEPTH or folder.name.lower() in _LABEL_FOLDERS:
+            return
+        self.visited.add(real)
+        try:
+            entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        except OSError as err:
+            self.problem(folder.name, f"cannot be listed: {err.strerror or err}", folder)
+            return
+        files = [p for p in entries if p.is_file() and image_stem(p.name) is not None]
+        dirs = [p for p in entries if p.is_dir()]
+        series = {d: _series_input(d) for d in dirs if d.name.lower() in _SUFFIXES}
+        found_before = len(self.cases) + len(self.problems)
+        self.folder_cases(folder, files, {d: source for d, source in series.items() if source is not None})
+        for sub in dirs:
+            if sub not in series:
+                self.walk(sub, depth + 1, is_root=False)
+        if len(self.cases) + len(self.problems) == found_before and not is_root and not dirs:
+            self.problem(folder.name, _nothing_found(files), folder)
+
+    def folder_cases(
+        self, folder: Path, files: list[Path], series: dict[Path, Path], single_file: bool = False
+    ) -> None:
+        """The cases of one folder's image files and modality sub-folders (``series``: folder -> its input).
+
+        With ``single_file`` (one file given as the root) a prefixed file names its case by the prefix.
+        """
+        groups: dict[str, _Group] = {}
+        others = []
+        for path in files:
+            match = _match(image_stem(path.name) or "")
+            if match is None:
+                others.append(path)
+                continue
+            prefix, modality, family = match
+            group = groups.setdefault(prefix, _Group())
+            if modality is None:
+                group.labels.append(path)
+            else:
+                group.files.setdefault(modality, []).append(path)
+                group.families.add(family)
+        with_images = {p: g for p, g in groups.items() if g.files}
+        if series and len(with_images) > 1:
+            self.problem(
+                folder.name,
+                f"holds the files of several cases ({', '.join(sorted(with_images))}) and DICOM series folders; "
+                "put each case in its own folder.",
+                folder,
+            )
+        elif series or len(groups) == 1:
+            merged = _Group()
+            for group in groups.values():
+                for modality, paths in group.files.items():
+                    merged.files.setdefault(modality, []).extend(paths)
+                merged.labels += group.labels
+                merged.families |= group.families
+            for sub, source in series.items():
+                modality, family = _SUFFIXES[sub.name.lower()]
+                merged.files.setdefault(modality, []).append(source)
+                merged.families.add(family)
+            name = next(iter(groups)) if single_file and next(iter(groups)) else folder.name
+            self.per_modality_case(name, folder, merged)
+        else:
+            for prefix, group in groups.items():
+                self.per_modality_case(prefix or folder.name, folder, group)
+        for path in others:
+            self.four_d_case(path, report_3d=single_file)
+
+    def per_modality_case(self, case_id: str, folder: Path, group: _Group) -> None:
+        twice = next(((m, p) for m, p in group.files.items() if len(p) > 1), None)
+        if twice is not None:
+            modality, paths = twice
+            names = " and ".join(p.name for p in paths)
+            self.problem(case_id, f"has two inputs for modality '{modality}' ({names}); keep one.", folder)
+            return
+        if len(group.labels) > 1:
+            names = " and ".join(p.name for p in group.labels)
+            self.problem(case_id, f"has two label maps ({names}); keep one.", folder)
+            return
+        label = group.labels[0] if group.labels else None
+        if not group.files:
+            self.problem(case_id, f"has a label map but no modality image (expected any of {list(MODALITIES)}).", label)
+            return
+        if len(group.families) > 1 and label is not None:
+            self.problem(
+                case_id, "mixes BraTS 2018-2021 and 2023 file names, so its label convention is unknown.", folder
+            )
+            return
+        family = min(group.families)
+        layout = "brats2021" if family == "brats2018" and case_id.startswith("BraTS2021_") else family
+        images = tuple(group.files[m][0] if m in group.files else None for m in MODALITIES)
+        group_name = folder.parent.name if folder.parent.name in _GRADE_FOLDERS else None
+        self.cases.append(Case(case_id, images, label, layout, folder, group_name))
+
+    def four_d_case(self, path: Path, report_3d: bool) -> None:
+        """A file whose name is no modality's: a case when it is a 4D image with one channel per modality.
+
+        Other such files are ignored (a brain mask beside the modalities), unless ``report_3d`` (the file is the root).
+        """
+        stem = image_stem(path.name) or path.name
+        shape = _header_shape(path)
+        if shape is None or len(shape) < 4:
+            if report_3d:
+                self.problem(stem, "matches no modality name and is not a 4D multi-modality NIfTI image.", path)
+            logger.debug("ignoring %s: its name matches no modality and it is not a 4D NIfTI image.", path)
+            return
+        if len(shape) == 4 and shape[3] == self.num_modalities:
+            self.cases.append(Case(stem, path, None, "msd", path.parent))
+        else:
+            self.problem(
+                stem, f"a 4D image needs {self.num_modalities} modality volumes last, its shape is {shape}.", path
+            )
+
+
+def _series_input(folder: Path) -> Path | None:
+    """The input of a modality-named sub-folder: its one image file, else the folder as a DICOM series (None: empty)."""
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if len(files) == 1 and image_stem(files[0].name) is not None:
+        return files[0]
+    return folder if files else None
+
+
+def _nothing_found(images: list[Path]) -> str:
+    if not images:
+        return "no modality image found in this folder."
+    names = ", ".join(p.name for p in images[:5])
+    return (
+        f"no modality image found in this folder: the images {names} match no modality name "
+        f"(expected a suffix such as {', '.join(sorted(_SUFFIXES))} after '_' or '-')."
+    )
+
+
+def _msd_cases(root: Path) -> list[Case]:
+    """Cases listed by an MSD ``dataset.json``: ``training`` entries are labelled, ``test`` entries are not.
+
+    Raises:
+        DiscoveryError: when ``dataset.json`` cannot be read as an MSD listing.
+    """
+    index = root / "dataset.json"
+    try:
+        listing = json.loads(index.read_text(encoding="utf-8"))
+        labelled = [((root / item["image"]).resolve(), (root / item["label"]).resolve()) for item in listing["training"]]
+        test = [item["image"] if isinstance(item, dict) else item for item in listing.get("test", [])]
+        unlabelled = [((root / image).resolve(), None) for image in test]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DiscoveryError(f"'{index}' is not a readable MSD dataset.json ({type(err).__name__}: {err}).") from err
+    return [Case(image_stem(i.name) or i.name, i, label, "msd", i.parent) for i, label in labelled + unlabelled]
+
+
+def _is_msd(root: Path) -> bool:
+    """An MSD task folder has a ``dataset.json`` beside ``imagesTr``."""
+    return (root / "dataset.json").is_file() and (root / "imagesTr").is_dir()
+
+
+def _without_duplicates(cases: list[Case], problems: list[CaseError]) -> list[Case]:
+    """The cases whose id is unique; every copy of a repeated id becomes a problem (outputs are named by id)."""
+    by_id: dict[str, list[Case]] = {}
+    for case in cases:
+        by_id.setdefault(case.case_id, []).append(case)
+    for case_id, copies in by_id.items():
+        if len(copies) > 1:
+            places = ", ".join(str(c.folder) for c in copies)
+            for copy in copies:
+                problems.append(
+                    CaseError(case_id, f"the case id is found {len(copies)} times ({places}); keep one.", copy.folder)
+                )
+    return [copies[0] for _, copies in sorted(by_id.items()) if len(copies) == 1]
+
+
+def discover_cases(root: PathLike, layout: str = "auto", num_modalities: int = len(MODALITIES)) -> Discovery:
+    """Find every case under ``root``: a dataset folder, a folder of cases, one case folder, or one image file.
+
+    Args:
+        root: where to look.
+        layout: ``"auto"`` (default) keeps every case; a key of :data:`LAYOUTS` keeps only the cases whose file names
+            follow it (and gives ``brats2018``/``brats2021`` cases that name, as the two share their file names).
+        num_modalities: the channels a 4D (MSD) image must have. Default 4.
+
+    Returns:
+        :class:`Discovery` with the cases sorted by id and the problems (including every copy of a repeated id).
+
+    Raises:
+        DiscoveryError: when ``root`` does not exist, the layout is unknown, or an MSD ``dataset.json`` is unreadable.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DiscoveryError(f"input path '{root}' does not exist.")
+    if layout != "auto" and layout not in LAYOUTS:
+        raise DiscoveryError(f"unknown layout '{layout}', expected auto or one of {', '.join(LAYOUTS)}.")
+    walker = _Walker(num_modalities)
+    if root.is_dir() and _is_msd(root):
+        walker.cases = _msd_cases(root)
+    elif root.is_dir():
+        walker.walk(root, 0, is_root=True)
+    elif image_stem(root.name) is None:
+        walker.problem(root.name, f"is not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)}).", root)
+    else:
+        walker.folder_cases(root.parent, [root], {}, single_file=True)
+    cases = walker.cases
+    if layout != "auto":
+        cases = [_as_layout(c, layout) for c in cases if _family(c.layout) == _family(layout)]
+    result = Discovery(root, [], walker.problems)
+    result.cases = _without_duplicates(cases, result.problems)
+    logger.info("found %d case(s) under %s, %d problem(s).", len(result.cases), root, len(result.problems))
+    return result
+
+
+def _as_layout(case: Case, layout: str) -> Case:
+    return Case(case.case_id, case.images, case.label, layout, case.folder, case.group)
+
+
+# -------------------------------------------------------------------------------------------------------------- checks
+
+
+def check_header(case_id: str | None, path: PathLike, shape: Sequence[int], dtype: np.dtype, channels: int = 1) -> None:
+    """Check what an image's header declares, before its voxels are read.
+
+    Args:
+        case_id: the case, for messages.
+        path: the file.
+        shape: the declared shape (spatial first; a 4D image's channels last).
+        dtype: the declared voxel type.
+        channels: 1 for a single-modality file (a 3D volume), ``M`` for a 4D image with the modalities last.
+
+    Raises:
+        CaseError: for a volume that is not 3D (or not 4D with ``channels`` last), complex or boolean voxels, or a
+            volume over :data:`MAX_VOXELS` voxels.
+    """
+    shape = tuple(int(n) for n in shape)
+    if channels == 1 and len(shape) != 3:
+        raise CaseError(case_id, f"is not a 3D volume: shape {shape} (one 3D file per modality).", path)
+    if channels > 1 and (len(shape) != 4 or shape[3] != channels):
+        raise CaseError(case_id, f"a 4D image needs {channels} modality volumes last, its shape is {shape}.", path)
+    if np.dtype(dtype).kind in "bc":
+        kind = "complex" if np.dtype(dtype).kind == "c" else "boolean"
+        raise CaseError(case_id, f"has {kind} voxels ({dtype}); expected integer or floating-point intensities.", path)
+    if int(np.prod(shape[:3], dtype=np.int64)) > MAX_VOXELS:
+        raise CaseError(case_id, f"declares an implausible size {shape} (over {MAX_VOXELS} voxels); is it corrupt?", path)
+
+
+def check_geometry(
+    case_id: str | None,
+    reference: tuple[PathLike, Sequence[int], Any],
+    other: tuple[PathLike, Sequence[int], Any],
+) -> None:
+    """Check that two images of one case share a voxel grid: same spatial shape, affines within GEOMETRY_ATOL_MM.
+
+    Args:
+        case_id: the case, for messages.
+        reference: ``(path, spatial shape, 4x4 affine)`` of the case's first image.
+        other: the same for the image to compare.
+
+    Raises:
+        CaseError: naming the other file and the reference, for a shape or affine mismatch.
+    """
+    (ref_path, ref_shape, ref_affine), (path, shape, affine) = reference, other
+    ref_name = Path(ref_path).name
+    if tuple(int(n) for n in shape) != tuple(int(n) for n in ref_shape):
+        raise CaseError(case_id, f"spatial shape {tuple(shape)} differs from {tuple(ref_shape)} of '{ref_name}'.", path)
+    difference = float(np.abs(np.asarray(affine, float) - np.asarray(ref_affine, float)).max())
+    if difference > GEOMETRY_ATOL_MM:
+        raise CaseError(
+            case_id,
+            f"affine differs from that of '{ref_name}' by up to {difference:.4g} (tolerance {GEOMETRY_ATOL_MM}); "
+            "the modalities are not co-registered on one grid.",
+            path,
+        )
+
+
+def check_voxels(case_id: str | None, path: PathLike, data: Any, what: str = "") -> bool:
+    """Check an image's voxels; return whether it holds any non-zero voxel (an all-zero modality is a placeholder).
+
+    Args:
+        case_id: the case, for messages.
+        path: the file.
+        data: the voxels (numpy array or tensor).
+        what: which part of the file, e.g. ``"channel 2 (T1ce)"``, for messages.
+
+    Raises:
+        CaseError: when the voxels hold NaN or Inf.
+    """
+    array = np.asarray(data)
+    if array.dtype.kind == "f":
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise CaseError(case_id, f"{what + ' ' if what else ''}contains {bad} NaN/Inf voxels.", path)
+    return bool(array.any())
+
+
+def check_label_values(case_id: str | None, path: PathLike, data: Any, convention: LabelConvention) -> set[int]:
+    """Check a label map's values against ``convention``; return the values present.
+
+    Raises:
+        CaseError: for NaN/Inf, non-integer values or values the convention does not define.
+    """
+    array = np.asarray(data)
+    check_voxels(case_id, path, array, "label")
+    if array.dtype.kind in "ui" and array.size and array.min() >= 0 and array.max() < 256:
+        values = {int(v) for v in np.flatnonzero(np.bincount(array.ravel()))}
+    else:
+        distinct = np.unique(array)
+        if np.any(distinct != np.round(distinct)):
+            raise CaseError(case_id, "label map holds non-integer values.", path)
+        values = {int(v) for v in distinct}
+    unknown = sorted(values - convention.valid_values)
+    if unknown:
+        raise CaseError(
+            case_id,
+            f"label map holds values {unknown} that the '{convention.name}' convention does not define "
+            f"(valid: {sorted(convention.valid_values)}); is it the right convention?",
+            path,
+        )
+    return values
+
+
+def _slice_positions(slices: Iterable[Any]) -> list[float] | None:
+    """Slice positions along the normal of their shared orientation, or None when the headers cannot tell."""
+    positions = []
+    for ds in slices:
+        position, orientation = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+        if position is None or orientation is None or len(orientation) != 6:
+            return None
+        normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+        positions.append(float(np.dot(normal, np.asarray(position, float))))
+    return sorted(positions)
+
+
+def _read_series_headers(folder: Path, case_id: str | None) -> dict[str, list[Any]]:
+    """``SeriesInstanceUID -> headers`` of every file in a series folder."""
+    series: dict[str, list[Any]] = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as err:  # pydicom raises several types for non-DICOM content
+            raise CaseError(case_id, f"'{path.name}' in this DICOM series folder is not DICOM ({err}).", folder) from err
+        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
+    return series
+
+
+def check_dicom_series(folder: PathLike, case_id: str | None = None) -> None:
+    """Check a DICOM series folder from its headers: every file DICOM, one series, evenly spaced slices.
+
+    Readers stack whatever slices they find: a folder mixing two series, or a series with a missing slice, would load
+    as a volume with wrong geometry. Multi-frame files (no per-file ``ImagePositionPatient``) are left to the reader.
+    Without pydicom nothing is checked.
+
+    Raises:
+        CaseError: naming the case and the folder: a file that is not DICOM, several ``SeriesInstanceUID``, two slices
+            at one position, or slice distances that differ from their median by more than
+            :data:`SLICE_SPACING_RTOL` (missing slices are counted when the gap is a multiple of the spacing).
+    """
+    folder = Path(folder)
+    if not has_pydicom:
+        return
+    series = _read_series_headers(folder, case_id)
+    if len(series) > 1:
+        uids = ", ".join(sorted(series))
+        raise CaseError(case_id, f"holds {len(series)} DICOM series ({uids}); put each series in its own folder.", folder)
+    positions = _slice_positions(next(iter(series.values()), []))
+    if positions is None or len(positions) < 3:
+        return
+    gaps = np.diff(positions)
+    step = float(np.median(gaps))
+    if gaps.min() <= SLICE_SPACING_RTOL * abs(step):
+        raise CaseError(case_id, f"has two slices at position {positions[int(np.argmin(gaps))]:.4g} mm.", folder)
+    uneven = np.flatnonzero(np.abs(gaps - step) > SLICE_SPACING_RTOL * step)
+    if uneven.size == 0:
+        return
+    first = int(uneven[0])
+    ratio = gaps[first] / step
+    where = f"between positions {positions[first]:.4g} and {positions[first + 1]:.4g} mm"
+    if round(ratio) >= 2 and abs(ratio - round(ratio)) <= SLICE_SPACING_RTOL * round(ratio):
+        missing = int(sum(round(g / step) - 1 for g in gaps[uneven] if round(g / step) >= 2))
+        raise CaseError(case_id, f"misses {missing} slice(s): the first gap is {where} (slice spacing {step:.4g} mm).", folder)
+    raise CaseError(
+        case_id,
+        f"has unevenly spaced slices: {gaps.min():.4g} to {gaps.max():.4g} mm apart (first irregular gap {where}).",
+        folder,
+    )
+
+

@@ -1,0 +1,112 @@
+"""Reading one split of a datalist JSON, checked before any training step: every listed file exists.
+
+A missing file or a malformed list fails at start with a message naming the datalist, the list and the case, not after
+hours of training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from monai.config import PathLike
+from monai.data import load_decathlon_datalist
+
+__all__ = ["DatalistError", "load_datalist"]
+
+
+class DatalistError(ValueError):
+    """A datalist cannot be used; the message names the file, the list and, where it applies, the case and file.
+
+    Attributes:
+        path: the datalist file.
+    """
+
+    def __init__(self, path: PathLike, message: str) -> None:
+        self.path = str(path)
+        super().__init__(f"datalist '{self.path}': {message}")
+
+
+#: Datalist item keys that hold input files.
+_FILE_KEYS: tuple[str, ...] = ("image", "label")
+
+
+def _missing_files(item: Mapping[str, Any], modality_key: str, available_key: str) -> list[str]:
+    """The files an item names that do not exist; a modality marked unavailable may be absent."""
+    missing = []
+    for key in _FILE_KEYS:
+        value = item.get(key)
+        if value is None:
+            continue
+        if key == modality_key and not isinstance(value, (str, os.PathLike)):
+            flags = item.get(available_key) or [True] * len(value)
+            missing += [str(p) for p, flag in zip(value, flags) if flag and p is not None and not Path(p).exists()]
+        elif not Path(value).exists():
+            missing.append(str(value))
+    return missing
+
+
+def load_datalist(
+    path: PathLike,
+    key: str = "training",
+    base_dir: PathLike | None = None,
+    allow_empty: bool = False,
+    check_files: bool = True,
+    image_key: str = "image",
+    available_key: str = "available",
+) -> list[dict[str, Any]]:
+    """Read one list of a datalist JSON with MONAI's ``load_decathlon_datalist``, after checking it can be used.
+
+    The file is read as JSON data only: no value is ever evaluated (a case id such as ``"$expr"`` or ``"@ref"`` stays
+    that string). Paths are resolved as MONAI does (relative to ``base_dir``, default the datalist's folder).
+
+    Args:
+        path: the datalist JSON.
+        key: the list to read (``"training"``, ``"meta_validation"``, ``"validation"``, ``"testing"``).
+        base_dir: folder relative paths are resolved against; None uses the datalist's folder.
+        allow_empty: accept an empty list (e.g. an optional validation split). Default False: an empty training or
+            meta-validation split fails here, before any training step.
+        check_files: check that every listed file exists (a modality whose ``available`` entry is false may be
+            absent), so a missing file fails at start, not after hours of training. Default True.
+        image_key: item key of the image path(s). Default ``"image"``.
+        available_key: item key of the per-modality availability. Default ``"available"``.
+
+    Raises:
+        DatalistError: when the file is absent or not valid JSON, the list is absent, not a list, empty (unless
+            ``allow_empty``), an item is not an object or lacks ``image_key``, or listed files do not exist (naming
+            the first cases and files).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatalistError(path, "does not exist." if not path.exists() else "is not a file.")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise DatalistError(path, f"is not a UTF-8 text file ({err.reason}).") from err
+    except json.JSONDecodeError as err:
+        raise DatalistError(path, f"is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}.") from err
+    if not isinstance(content, Mapping):
+        raise DatalistError(path, f"must be a JSON object with a '{key}' list, not a {type(content).__name__}.")
+    if key not in content:
+        raise DatalistError(path, f"has no list '{key}' (it has {', '.join(map(str, content)) or 'no keys'}).")
+    items = content[key]
+    if not isinstance(items, list):
+        raise DatalistError(path, f"'{key}' must be a list of cases, not a {type(items).__name__}.")
+    if not items and not allow_empty:
+        raise DatalistError(path, f"'{key}' is empty; it needs at least one case.")
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping) or image_key not in item:
+            raise DatalistError(path, f"item {index} of '{key}' is not an object with an '{image_key}' entry.")
+    data = load_decathlon_datalist(str(path), is_segmentation=True, data_list_key=key, base_dir=base_dir)
+    if check_files:
+        absent = []
+        for index, item in enumerate(data):
+            case_id = item.get("case_id", f"item {index}")
+            absent += [f"case '{case_id}': {file}" for file in _missing_files(item, image_key, available_key)]
+        if absent:
+            shown = "; ".join(absent[:5]) + (f"; and {len(absent) - 5} more" if len(absent) > 5 else "")
+            raise DatalistError(path, f"{len(absent)} file(s) listed in '{key}' do not exist: {shown}.")
+    return data
