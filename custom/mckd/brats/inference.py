@@ -1,0 +1,251 @@
+"""Bundle inference over a user's cases: one case that fails never stops the others, and the run ends with a summary.
+
+The inference config wires these pieces around MONAI's dataset, loader and evaluator:
+
+- :func:`find_cases`: the cases under the input path (:func:`mckd.brats.cases.discover_cases`), with the output
+  folder checked against every input before anything is written;
+- :class:`CaseDataset`: a MONAI ``Dataset`` whose preprocessing failure for one case (a truncated file, NaN voxels, a
+  DICOM series with a missing slice, ...) becomes a record of that failure instead of an exception;
+- :class:`CaseInferenceEvaluator`: MONAI's ``SupervisedEvaluator`` that passes such records by, and records a case
+  whose inference or writing fails, then goes on with the next case;
+- :class:`InferenceSummary`: an ignite handler that logs the summary (written, skipped with the reason), writes it to
+  ``<output_dir>/inference_summary.json`` and gives the exit status.
+
+Exit status of ``python -m monai.bundle run --config_file configs/inference.json ...``: :data:`EXIT_OK` (0) every
+case written; :data:`EXIT_USAGE` (2) nothing done: the input path does not exist or holds no case, or the output
+folder is, or lies inside, an input folder; :data:`EXIT_CASES_SKIPPED` (3) at least one case skipped, every other
+case written. A crash of the run itself (e.g. a configuration error) is MONAI's status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from monai.config import PathLike
+from monai.data import Dataset
+from monai.engines import SupervisedEvaluator
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from mckd.brats.cases import CaseError, Discovery, DiscoveryError, discover_cases
+from mckd.brats.conventions import MODALITIES
+from mckd.brats.writing import check_output_dir
+from mckd.fileio import write_json_atomic
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import(
+        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
+    )
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "EXIT_CASES_SKIPPED",
+    "FAILURE_KEY",
+    "find_cases",
+    "CaseDataset",
+    "CaseInferenceEvaluator",
+    "InferenceSummary",
+]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_USAGE, EXIT_CASES_SKIPPED = 0, 2, 3
+#: Key of the failure record that :class:`CaseDataset` returns for a case it could not prepare.
+FAILURE_KEY = "case_failure"
+_SUMMARY_FILE = "inference_summary.json"
+
+
+def _usage_error(message: str) -> SystemExit:
+    """Log ``message`` as the run's one error line; the caller raises the returned ``SystemExit(EXIT_USAGE)``."""
+    logger.error("error: %s", message)
+    return SystemExit(EXIT_USAGE)
+
+
+def find_cases(root: PathLike, output_dir: PathLike, num_modalities: int = len(MODALITIES)) -> Discovery:
+    """The cases under ``root``, after checking that no output can land over or inside an input.
+
+    Args:
+        root: the input path (a folder of cases, one case folder, or one image file).
+        output_dir: the folder the predictions go to.
+        num_modalities: the channels of a 4D image. Default 4.
+
+    Raises:
+        SystemExit: with :data:`EXIT_USAGE` after one logged error line, when ``root`` does not exist or holds no
+            case, or ``output_dir`` is or lies inside ``root`` or a case's folder.
+    """
+    try:
+        found = discover_cases(root, num_modalities=num_modalities)
+    except DiscoveryError as err:
+        raise _usage_error(str(err)) from None
+    if not found.cases and not found.problems:
+        raise _usage_error(f"no case found under '{root}' (see the model card for the supported layouts).")
+    folders = {Path(root)} | {path.resolve().parent for case in found.cases for path in case.inputs}
+    try:
+        check_output_dir(output_dir, sorted(folders))
+    except ValueError as err:
+        raise _usage_error(str(err)) from None
+    found.log_problems(logger)
+    return found
+
+
+def _case_error_in(err: BaseException) -> CaseError | None:
+    """The :class:`CaseError` behind ``err`` (MONAI's ``Compose`` re-raises a transform's error as its cause)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, CaseError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _first_input(item: Mapping[str, Any]) -> str | None:
+    image = item.get("image")
+    if isinstance(image, (list, tuple)):
+        return next((str(p) for p in image if p is not None), None)
+    return None if image is None else str(image)
+
+
+class CaseDataset(Dataset):
+    """A MONAI ``Dataset`` of cases whose preprocessing failure is returned as a record instead of raised.
+
+    The record ``{"case_id": ..., FAILURE_KEY: message}`` goes through a ``DataLoader`` (and its worker processes)
+    like any item; :class:`CaseInferenceEvaluator` passes it by and :class:`InferenceSummary` reports it. A
+    :class:`~mckd.brats.cases.CaseError` keeps its message; any other exception is named with its type, the case and
+    its first input file.
+
+    Args:
+        data: datalist entries with ``case_id`` (e.g. :attr:`mckd.brats.cases.Discovery.items`).
+        transform: the preprocessing.
+    """
+
+    def __init__(self, data: Sequence[Mapping[str, Any]], transform: Callable | None = None) -> None:
+        super().__init__(data=data, transform=transform)
+
+    def _transform(self, index: int) -> Any:
+        item = self.data[index]
+        case_id = str(item.get("case_id", f"item {index}"))
+        try:
+            return super()._transform(index)
+        except Exception as err:  # noqa: BLE001 - one case's failure must not stop the others; it is reported
+            return {"case_id": case_id, FAILURE_KEY: _message(err, case_id, "preprocessing", _first_input(item))}
+
+
+def _message(err: Exception, case_id: str | None, stage: str, path: str | None = None) -> str:
+    """The report of a failed case: the :class:`CaseError` behind ``err``, else ``err`` named with the case."""
+    found = _case_error_in(err)
+    if found is not None:
+        return str(found)
+    logger.debug("case '%s' failed in %s", case_id, stage, exc_info=True)
+    cause = err.__cause__ or err
+    return str(CaseError(case_id, f"{stage} failed: {type(cause).__name__}: {cause}", path))
+
+
+def _first(value: Any) -> str | None:
+    """The first entry of a collated value (a list of one per case), as a string."""
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    return None if value is None else str(value)
+
+
+def _failure(batch: Any) -> dict[str, str] | None:
+    """``{"case_id", FAILURE_KEY}`` of a collated failure record, or None for a real batch."""
+    if isinstance(batch, Mapping) and FAILURE_KEY in batch:
+        return {"case_id": _first(batch.get("case_id")) or "", FAILURE_KEY: _first(batch[FAILURE_KEY]) or ""}
+    return None
+
+
+class CaseInferenceEvaluator(SupervisedEvaluator):
+    """MONAI's ``SupervisedEvaluator`` for per-case inference: a failed case is recorded and the run goes on.
+
+    An iteration whose batch is a failure record of :class:`CaseDataset` runs nothing and outputs
+    ``{FAILURE_KEY: message}``; an iteration whose inference or postprocessing (e.g. writing the prediction) raises
+    outputs the same record. The loader must yield one case per batch (``batch_size`` 1), as whole-volume inference
+    does. Arguments are those of ``SupervisedEvaluator``.
+    """
+
+    def _iteration(self, engine: Any, batchdata: dict[str, Any]) -> dict:
+        failure = _failure(batchdata)
+        if failure is not None:
+            return failure
+        case_id = _first(batchdata.get("case_id")) if isinstance(batchdata, Mapping) else None
+        try:
+            return super()._iteration(engine, batchdata)
+        except Exception as err:  # noqa: BLE001 - one case's failure must not stop the others; it is reported
+            return {"case_id": case_id or "", FAILURE_KEY: _message(err, case_id, "inference")}
+
+
+class InferenceSummary:
+    """Ignite handler that records each case's outcome and ends the run with a summary and an exit status.
+
+    At each iteration it records the written case (``case_id`` and, when the writer stores it, the prediction path)
+    or the failure record; at the end it logs one line per skipped case and a total, and writes the summary to
+    ``<output_dir>/inference_summary.json`` atomically: ``{"written": [{"case_id", "prediction"}], "skipped":
+    [{"case_id", "reason"}]}`` (cases left out at discovery included).
+
+    Args:
+        discovery: the run's :class:`~mckd.brats.cases.Discovery` (its problems count as skipped cases).
+        output_dir: the predictions' folder.
+        path_key: output key where the writer stores the prediction's path. Default ``"prediction_path"``.
+    """
+
+    def __init__(self, discovery: Discovery, output_dir: PathLike, path_key: str = "prediction_path") -> None:
+        self.output_dir = Path(output_dir)
+        self.path_key = path_key
+        self.written: list[dict[str, str]] = []
+        self.skipped: list[dict[str, str]] = [{"case_id": p.case_id, "reason": str(p)} for p in discovery.problems]
+
+    def attach(self, engine: Engine) -> None:
+        """
+        Args:
+            engine: the inference evaluator.
+        """
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
+        engine.add_event_handler(Events.COMPLETED, self.summarise)
+
+    def record(self, engine: Engine) -> None:
+        """Record the outcome of the iteration's case."""
+        output = engine.state.output
+        if isinstance(output, Mapping) and FAILURE_KEY in output:
+            logger.error("skipping %s", output[FAILURE_KEY])
+            self.skipped.append({"case_id": output["case_id"], "reason": output[FAILURE_KEY]})
+            return
+        batch = engine.state.batch
+        for item, data in zip(output, batch) if isinstance(output, list) else [(output, batch)]:
+            case_id = data.get("case_id") if isinstance(data, Mapping) else None
+            self.written.append({"case_id": _first(case_id) or "", "prediction": str(item.get(self.path_key, ""))})
+
+    def summarise(self, engine: Engine | None = None) -> dict[str, Any]:
+        """Log the summary and write it to the output folder; return it."""
+        summary = {"written": self.written, "skipped": self.skipped}
+        for skipped in self.skipped:
+            logger.warning("skipped %s", skipped["reason"])
+        logger.info(
+            "inference summary: %d case(s) written to %s, %d skipped%s",
+            len(self.written), self.output_dir, len(self.skipped),
+            f" (exit status {EXIT_CASES_SKIPPED})" if self.skipped else "",
+        )
+        write_json_atomic(self.output_dir / _SUMMARY_FILE, summary)
+        return summary
+
+    @property
+    def exit_status(self) -> int:
+        """:data:`EXIT_CASES_SKIPPED` when any case was skipped, else :data:`EXIT_OK`."""
+        return EXIT_CASES_SKIPPED if self.skipped else EXIT_OK
+
+    def exit_if_skipped(self) -> None:
+        """End the process with :data:`EXIT_CASES_SKIPPED` when a case was skipped (for the bundle's ``run`` list).
+
+        Raises:
+            SystemExit: with :data:`EXIT_CASES_SKIPPED` when a case was skipped.
+        """
+        if self.skipped:
+            sys.exit(EXIT_CASES_SKIPPED)
