@@ -10,8 +10,10 @@ from monai.data import Dataset, decollate_batch, list_data_collate
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Activationsd, AsDiscreted, Compose, Invertd, Orientationd
 
-from mckd.brats.io import SaveCasePredictiond
-from mckd.brats.transforms import CaseError, LoadModalities, LoadModalitiesd, PackAvailabilityd, RegionsToLabeld
+from mckd.brats.cases import CaseError
+from mckd.brats.labels import RegionsToLabeld
+from mckd.brats.loading import LoadModalities, LoadModalitiesd, PackAvailabilityd
+from mckd.brats.writing import SaveCasePredictiond
 
 SHAPE = (6, 5, 4)
 
@@ -56,7 +58,7 @@ def test_msd_4d_image_loads_in_modality_order_and_honours_per_case_availability(
 
 def test_msd_image_with_wrong_channel_count_names_case_and_file(tmp_path, helpers):
     path = helpers.write_nifti(tmp_path / "BRATS_002.nii.gz", np.stack(_volumes(3), axis=-1), _affine())
-    with pytest.raises(CaseError, match=r"BRATS_002.*BRATS_002\.nii\.gz.*4 modality channels, got 3"):
+    with pytest.raises(CaseError, match=r"BRATS_002.*BRATS_002\.nii\.gz.*4 modality volumes last, its shape is \(6, 5, 4, 3\)"):
         LoadModalities()(str(path), case_id="BRATS_002")
 
 

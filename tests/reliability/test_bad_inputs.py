@@ -21,8 +21,11 @@ from monai.transforms import Compose, LoadImaged
 
 from data_prep.brats import EXIT_OK, EXIT_STRICT, main as prepare_main
 from data_prep.synthetic_brats import brats_affine, write_dataset
-from mckd.brats.io import DatalistError, SaveCasePrediction, discover_cases, load_datalist
-from mckd.brats.transforms import CaseError, ConvertLabelToRegionsd, LoadModalities, LoadModalitiesd
+from mckd.brats.cases import CaseError, discover_cases
+from mckd.brats.datalist import DatalistError, load_datalist
+from mckd.brats.labels import ConvertLabelToRegionsd
+from mckd.brats.loading import LoadModalities, LoadModalitiesd
+from mckd.brats.writing import SaveCasePrediction
 from mckd.checkpoints import AtomicCheckpointSaver, save_checkpoint
 from mckd.interrupt import GracefulInterrupt
 from tests.dicom_builders import write_dicom_series
@@ -71,10 +74,10 @@ def _five_d(path: Path) -> None:
 
 
 DATA_PREP_BREAKAGES = {
-    "complex voxels": ("t1", _complex, "unsupported data type complex64 (expected integer or floating-point voxels)"),
-    "label 5": ("seg", _label_five, "unexpected label values 5 for convention brats2018 (allowed 0, 1, 2, 4)"),
-    "2D image": ("flair", _two_d, "wrong dimensionality: shape (24, 28), expected 3D"),
-    "5D image": ("t2", _five_d, "wrong dimensionality: shape (24, 28, 20, 1, 2), expected 3D"),
+    "complex voxels": ("t1", _complex, "has complex voxels (complex64); expected integer or floating-point intensities."),
+    "label 5": ("seg", _label_five, "label map holds values [5] that the 'brats2018' convention does not define"),
+    "2D image": ("flair", _two_d, "is not a 3D volume: shape (24, 28) (one 3D file per modality)."),
+    "5D image": ("t2", _five_d, "is not a 3D volume: shape (24, 28, 20, 1, 2) (one 3D file per modality)."),
 }
 
 
@@ -184,7 +187,7 @@ def test_label_value_outside_the_convention_names_the_file(tmp_path, value, conv
     data[1, 1, 1] = value
     path = _nifti(tmp_path / "c3_seg.nii.gz", data)
     item = LoadImaged("label", ensure_channel_first=True)({"label": str(path), "label_convention": convention})
-    with pytest.raises(ValueError, match=rf"label map '{path}' holds values \[{value}\] that the '{convention}'"):
+    with pytest.raises(CaseError, match=rf"\(file '{path}'\): label map holds values \[{value}\] that the '{convention}'"):
         ConvertLabelToRegionsd("label", convention_key="label_convention")(item)
 
 
@@ -363,7 +366,7 @@ def test_inference_discovery_reports_a_case_without_any_modality(tmp_path):
     (tmp_path / "in" / "empty_case").mkdir(parents=True)
     _nifti(tmp_path / "in" / "ok" / "ok_flair.nii.gz", _volume())
     found = discover_cases(tmp_path / "in")
-    assert [c["case_id"] for c in found.cases] == ["ok"]
+    assert [c.case_id for c in found.cases] == ["ok"]
     problems = [(p.case_id, p.reason) for p in found.problems]
     assert problems == [("empty_case", "no modality image found in this folder.")]
     assert os.path.basename(found.problems[0].path) == "empty_case"

@@ -270,7 +270,8 @@ class _Walker:
             return
         self.visited.add(real)
         try:
-            entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+            # real folders before links to them, so a case reached both ways keeps its own folder's name
+            entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=_links_last)
         except OSError as err:
             self.problem(folder.name, f"cannot be listed: {err.strerror or err}", folder)
             return
@@ -279,10 +280,10 @@ class _Walker:
         series = {d: _series_input(d) for d in dirs if d.name.lower() in _SUFFIXES}
         found_before = len(self.cases) + len(self.problems)
         self.folder_cases(folder, files, {d: source for d, source in series.items() if source is not None})
-        for sub in dirs:
-            if sub not in series:
-                self.walk(sub, depth + 1, is_root=False)
-        if len(self.cases) + len(self.problems) == found_before and not is_root and not dirs:
+        others = [d for d in dirs if d not in series]
+        for sub in others:
+            self.walk(sub, depth + 1, is_root=False)
+        if len(self.cases) + len(self.problems) == found_before and not is_root and not others:
             self.problem(folder.name, _nothing_found(files), folder)
 
     def folder_cases(
@@ -377,6 +378,10 @@ class _Walker:
             self.problem(
                 stem, f"a 4D image needs {self.num_modalities} modality volumes last, its shape is {shape}.", path
             )
+
+
+def _links_last(path: Path) -> tuple[bool, str]:
+    return path.is_symlink(), path.name
 
 
 def _series_input(folder: Path) -> Path | None:

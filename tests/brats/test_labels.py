@@ -8,13 +8,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Orientationd
 
-from mckd.brats.transforms import (
-    ConvertLabelToRegions,
-    ConvertLabelToRegionsd,
-    PackAvailabilityd,
-    RegionsToLabel,
-    RemoveSmallEnhancingTumour,
-)
+from mckd.brats.labels import ConvertLabelToRegions, ConvertLabelToRegionsd, RegionsToLabel, RemoveSmallEnhancingTumour
+from mckd.brats.loading import PackAvailabilityd
 
 # One voxel per label value (a 1x1x5 map); expected ET, TC, WT written out by hand for each convention.
 HAND_CASES = {
