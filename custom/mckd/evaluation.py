@@ -6,16 +6,15 @@ report (:mod:`mckd.brats.report`) and bundle configs supply them.
 For each case the loader yields once, and every subset is evaluated on it (the data is read and preprocessed once,
 not once per subset). For subset ``s`` and a case with data availability ``a``, the network sees ``s AND a``, packed
 into one tensor with :func:`mckd.availability.pack_available` and run through the given MONAI inferer. The binary
-prediction is scored per region channel with MONAI's Dice and 95th-percentile Hausdorff distance.
+prediction is scored per region channel by :func:`mckd.scoring.score_regions` under a named scoring convention
+(``brats_legacy`` or ``official``, see :mod:`mckd.scoring`), with HD95 in mm from the spacing of the array's own axes
+(:func:`mckd.scoring.voxel_spacing`). A subset that shares no modality with a case's data gives NaN for that case
+(left out of the means).
 
-Scoring conventions (explicit, configurable, written into the results and the report):
-
-- both prediction and reference empty: Dice ``empty_dice`` (default 1) and HD95 ``empty_hd95`` (default 0);
-- reference empty, prediction not (or the reverse): Dice 0 (MONAI's value), HD95 ``missed_hd95``: a number, or
-  ``"diagonal"`` (default) for the length of the image diagonal in physical units, which for a 240x240x155 1 mm
-  volume is 373.13, the value the BraTS evaluation uses;
-- a subset that shares no modality with a case's data gives NaN for that case (left out of the means);
-- HD95 uses the voxel spacing of the reference's affine when it is a MetaTensor (mm), else unit spacing.
+Nothing diverged is scored: :func:`load_checkpoint_for_scoring` refuses a checkpoint holding NaN or infinite values,
+and the evaluator stops with :class:`DivergedNetworkError` when the network's output is not finite (weights that
+are finite but useless, e.g. the last checkpoint of a run whose loss became infinite). A NaN network predicts
+nothing, and an empty prediction would otherwise score Dice 1 on every case without that region.
 """
 
 from __future__ import annotations
@@ -30,21 +29,107 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
-from monai.metrics import compute_dice, compute_hausdorff_distance
 from monai.transforms import Activations, AsDiscrete, Compose
 
 from mckd.availability import all_subsets, pack_available, subset_name
+from mckd.checkpoints import CheckpointError, load_objects
+from mckd.scoring import ConventionLike, score_regions, scoring_convention, voxel_spacing
 
-__all__ = ["SubsetResults", "SubsetEvaluator", "default_postprocessing"]
+__all__ = [
+    "CaseSlice",
+    "SubsetResults",
+    "SubsetEvaluator",
+    "DivergedNetworkError",
+    "default_postprocessing",
+    "non_finite_entries",
+    "load_checkpoint_for_scoring",
+]
 
 logger = logging.getLogger(__name__)
 
-MissedHD95 = Union[float, str]
+#: ``(pred [R, *S], reference [R, *S], spacing) -> {metric name: [R] values}``: extra per-sample metrics.
+ExtraScorer = Callable[[torch.Tensor, torch.Tensor, Optional[Sequence[float]]], Mapping[str, Sequence[float]]]
+#: How many offending tensors a message lists.
+_SHOWN = 5
+
+
+class DivergedNetworkError(FloatingPointError):
+    """The network's output is NaN or infinite: its weights come from a diverged run and are not scored."""
+
+
+def non_finite_entries(state: Any, prefix: str = "") -> list[str]:
+    """Names (dotted paths) of the floating-point tensors in a nested checkpoint that hold NaN or infinity."""
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() or state.is_complex():
+            bad = int((~torch.isfinite(state)).sum())
+            return [f"{prefix or 'tensor'} ({bad} of {state.numel()} values)"] if bad else []
+        return []
+    if isinstance(state, Mapping):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return []
+    found: list[str] = []
+    for key, value in items:
+        found += non_finite_entries(value, f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
+def load_checkpoint_for_scoring(
+    load_dict: Mapping[str, Any], path: Any, map_location: Any = None, strict: bool = True
+) -> dict[str, Any]:
+    """Load ``path`` into ``load_dict`` with :func:`mckd.checkpoints.load_objects` and refuse a diverged run.
+
+    For the ``initialize`` list of an evaluation config. Every floating-point tensor of the checkpoint (network,
+    importance weights, optimiser state) must be finite: NaN or infinite values mean the run diverged, and such a
+    network predicts nothing, which the BraTS conventions score as Dice 1 on every case without that region.
+
+    Returns:
+        the loaded checkpoint dictionary.
+
+    Raises:
+        CheckpointError: see :func:`mckd.checkpoints.load_objects`; also when the checkpoint holds non-finite values,
+            naming the file and the first offending tensors.
+    """
+    checkpoint = load_objects(load_dict, path, map_location=map_location, strict=strict)
+    bad = non_finite_entries(checkpoint)
+    if bad:
+        more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
+        raise CheckpointError(
+            path,
+            f"holds NaN or infinite values in {', '.join(bad[:_SHOWN])}{more}: the run diverged and is not scored. "
+            "Evaluate an earlier checkpoint, or retrain with a lower learning rate or gradient clipping "
+            "(max_grad_norm).",
+        )
+    return checkpoint
 
 
 def default_postprocessing(threshold: float = 0.5) -> Compose:
     """Sigmoid per channel, then binarise at ``threshold`` (MONAI ``Activations`` + ``AsDiscrete``)."""
     return Compose([Activations(sigmoid=True), AsDiscrete(threshold=threshold)])
+
+
+@dataclass
+class CaseSlice:
+    """One 2D slice of a case for the overlay figure: image, reference and the prediction under every subset.
+
+    Attributes:
+        case_id: the case.
+        index: the slice's index along the first spatial axis (axial for the BraTS bundle's D, H, W arrays): the
+            slice with the largest reference area.
+        image: ``[M, H, W]`` every modality (zero where the case's data lacks it).
+        available: ``[M]`` the case's data availability.
+        reference: ``[R, H, W]`` binary reference regions.
+        prediction: ``[subsets, R, H, W]`` binary predictions (all False where the subset could not be evaluated).
+    """
+
+    case_id: str
+    index: int
+    image: np.ndarray
+    available: np.ndarray
+    reference: np.ndarray
+    prediction: np.ndarray
 
 
 @dataclass
@@ -57,10 +142,13 @@ class SubsetResults:
         case_ids: case identifiers in loader order.
         region_names: names of the output channels.
         modality_names: names of the modalities.
-        dice: ``[subsets, cases, regions]`` Dice, NaN where a case could not be evaluated under a subset.
-        hd95: same shape, HD95.
+        dice: ``[subsets, cases, regions]`` Dice, NaN where a case could not be evaluated under a subset (or where
+            the convention leaves a both-empty region out).
+        hd95: same shape, HD95 in mm.
         importance: learned importance per modality (name -> p), when given.
-        conventions: how empty and missed regions were scored, post-processing, spacing.
+        conventions: the scoring convention, post-processing and spacing rules in force.
+        extra: further per-sample metrics (e.g. the official package's lesion-wise ones), name -> same shape.
+        slices: one :class:`CaseSlice` per kept case (the first ones), for the overlay figure.
     """
 
     subsets: list[tuple[bool, ...]]
@@ -72,47 +160,44 @@ class SubsetResults:
     hd95: np.ndarray
     importance: Optional[dict[str, float]] = None
     conventions: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    slices: list[CaseSlice] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> list[str]:
+        """Names of every metric held: ``dice``, ``hd95``, then the extra ones."""
+        return ["dice", "hd95", *self.extra]
 
     def per_subset_mean(self, metric: str = "dice") -> np.ndarray:
         """``[subsets, regions]`` mean over cases (NaN entries skipped)."""
-        return _nanmean(self._metric(metric), axis=1)
+        return _nanmean(self.values(metric), axis=1)
 
     def mean_over_subsets(self, metric: str = "dice") -> np.ndarray:
         """``[regions]`` mean of the per-subset means: the headline number of the missing-modality tables."""
         return _nanmean(self.per_subset_mean(metric), axis=0)
 
     def records(self) -> list[dict[str, Any]]:
-        """Long format: one dict per subset x case x region with keys subset, case, region, dice, hd95."""
+        """Long format: one dict per subset x case x region with keys subset, case, region and every metric."""
         rows = []
         for s, name in enumerate(self.subset_names):
             for c, case in enumerate(self.case_ids):
                 for r, region in enumerate(self.region_names):
-                    rows.append(
-                        {
-                            "subset": name,
-                            "case": case,
-                            "region": region,
-                            "dice": float(self.dice[s, c, r]),
-                            "hd95": float(self.hd95[s, c, r]),
-                        }
-                    )
+                    row: dict[str, Any] = {"subset": name, "case": case, "region": region}
+                    row.update({m: float(self.values(m)[s, c, r]) for m in self.metrics})
+                    rows.append(row)
         return rows
 
     def summary(self) -> dict[str, Any]:
         """Per-subset means and the mean over subsets, keyed by names (JSON-serialisable)."""
-        dice, hd95 = self.per_subset_mean("dice"), self.per_subset_mean("hd95")
+        means = {m: self.per_subset_mean(m) for m in self.metrics}
         per_subset = {
             name: {
-                region: {"dice": _finite(dice[s, r]), "hd95": _finite(hd95[s, r])}
-                for r, region in enumerate(self.region_names)
+                region: {m: _finite(means[m][s, r]) for m in self.metrics} for r, region in enumerate(self.region_names)
             }
             for s, name in enumerate(self.subset_names)
         }
-        mean_dice, mean_hd95 = self.mean_over_subsets("dice"), self.mean_over_subsets("hd95")
-        mean = {
-            region: {"dice": _finite(mean_dice[r]), "hd95": _finite(mean_hd95[r])}
-            for r, region in enumerate(self.region_names)
-        }
+        overall = {m: self.mean_over_subsets(m) for m in self.metrics}
+        mean = {region: {m: _finite(overall[m][r]) for m in self.metrics} for r, region in enumerate(self.region_names)}
         return {
             "per_subset": per_subset,
             "mean_over_subsets": mean,
@@ -121,10 +206,19 @@ class SubsetResults:
             "conventions": self.conventions,
         }
 
-    def _metric(self, metric: str) -> np.ndarray:
-        if metric not in ("dice", "hd95"):
-            raise ValueError(f"metric must be 'dice' or 'hd95', got '{metric}'.")
-        return self.dice if metric == "dice" else self.hd95
+    def values(self, metric: str) -> np.ndarray:
+        """The ``[subsets, cases, regions]`` array of ``metric``.
+
+        Raises:
+            ValueError: for a metric that is not held.
+        """
+        if metric == "dice":
+            return self.dice
+        if metric == "hd95":
+            return self.hd95
+        if metric in self.extra:
+            return self.extra[metric]
+        raise ValueError(f"metric must be one of {', '.join(map(repr, self.metrics))}, got '{metric}'.")
 
 
 def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
@@ -160,10 +254,12 @@ class SubsetEvaluator:
             removal) here.
         postprocessing_description: how ``postprocessing`` is described in the report. Default describes the
             default post-processing.
-        empty_dice: Dice when prediction and reference are both empty. Default 1.0.
-        empty_hd95: HD95 when both are empty. Default 0.0.
-        missed_hd95: HD95 when exactly one of them is empty: a number, or ``"diagonal"`` (default) for the
-            image diagonal in physical units.
+        convention: the scoring convention, a name in :data:`mckd.scoring.SCORING_CONVENTIONS` (``"brats_legacy"``,
+            default, or ``"official"``) or a :class:`mckd.scoring.ScoringConvention`.
+        extra_scorer: optional callable ``(pred [R, *S], reference [R, *S], spacing) -> {name: [R] values}`` whose
+            metrics are kept beside Dice and HD95 (e.g. :class:`mckd.brats.official.LesionWiseScorer`). Default None.
+        overlay_cases: keep one slice of each of the first ``overlay_cases`` cases under every subset for the
+            report's overlay figure (memory stays bounded on large datasets); 0 keeps none. Default 16.
         importance: learned importance per modality (a sequence/tensor of ``M`` numbers or a name -> value mapping),
             copied into the results for the report. Default None.
         image_key: batch key of the image. Default ``"image"``.
@@ -173,7 +269,7 @@ class SubsetEvaluator:
         amp: run the network under ``torch.autocast`` on the device. Default False.
 
     Raises:
-        ValueError: for an empty subset, subsets of the wrong length, or an unknown ``missed_hd95`` keyword.
+        ValueError: for an empty subset, subsets of the wrong length, or an unknown convention.
     """
 
     def __init__(
@@ -187,9 +283,9 @@ class SubsetEvaluator:
         modality_names: Optional[Sequence[str]] = None,
         postprocessing: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         postprocessing_description: Optional[str] = None,
-        empty_dice: float = 1.0,
-        empty_hd95: float = 0.0,
-        missed_hd95: MissedHD95 = "diagonal",
+        convention: ConventionLike = "brats_legacy",
+        extra_scorer: Optional[ExtraScorer] = None,
+        overlay_cases: int = 16,
         importance: Optional[Union[Sequence[float], torch.Tensor, Mapping[str, float]]] = None,
         image_key: str = "image",
         label_key: str = "label",
@@ -197,8 +293,6 @@ class SubsetEvaluator:
         case_id_key: str = "case_id",
         amp: bool = False,
     ) -> None:
-        if isinstance(missed_hd95, str) and missed_hd95 != "diagonal":
-            raise ValueError(f"missed_hd95 must be a number or 'diagonal', got '{missed_hd95}'.")
         self.network = network
         self.dataloader = dataloader
         self.inferer = inferer
@@ -215,9 +309,11 @@ class SubsetEvaluator:
         self.postprocessing_description = postprocessing_description or (
             "sigmoid per channel, threshold 0.5" if postprocessing is None else "custom (not described)"
         )
-        self.empty_dice = float(empty_dice)
-        self.empty_hd95 = float(empty_hd95)
-        self.missed_hd95 = missed_hd95
+        self.convention = scoring_convention(convention)
+        self.extra_scorer = extra_scorer
+        if overlay_cases < 0:
+            raise ValueError(f"overlay_cases must be >= 0, got {overlay_cases}.")
+        self.overlay_cases = overlay_cases
         self.importance = importance
         self.image_key = image_key
         self.label_key = label_key
@@ -226,16 +322,21 @@ class SubsetEvaluator:
         self.amp = amp
 
     def run(self) -> SubsetResults:
-        """Evaluate every case under every subset and return the results."""
+        """Evaluate every case under every subset and return the results.
+
+        Raises:
+            DivergedNetworkError: when the network's output is not finite (naming the case and the subset).
+            ValueError: when the loader yields nothing or the subsets do not fit the images.
+        """
         self.network.to(self.device).eval()
         subsets = self.subsets
-        dice_rows: list[np.ndarray] = []  # per case: [subsets, regions]
-        hd_rows: list[np.ndarray] = []
+        rows: dict[str, list[np.ndarray]] = {}  # metric -> per case [subsets, regions]
         case_ids: list[str] = []
+        slices: list[CaseSlice] = []
         num_regions = None
         num_batches = len(self.dataloader) if hasattr(self.dataloader, "__len__") else None
         with torch.no_grad():
-            for b, batch in enumerate(self.dataloader):
+            for batch in self.dataloader:
                 image = batch[self.image_key]
                 image = (image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)).to(self.device)
                 label = batch[self.label_key]
@@ -247,52 +348,114 @@ class SubsetEvaluator:
                 data_available = self._data_available(batch, batch_size, num_modalities)
                 ids = self._case_ids(batch, batch_size, len(case_ids))
                 num_regions = label.shape[1]
-                dice = np.full((batch_size, len(subsets), num_regions), np.nan)
-                hd95 = np.full_like(dice, np.nan)
-                for s, subset in enumerate(subsets):
-                    available = data_available & torch.as_tensor(subset, device=self.device)[None]
-                    usable = available.any(dim=1)
-                    if not usable.any():
-                        continue
-                    preds = self._predict(image[usable], available[usable])
-                    for pred, i in zip(preds, usable.nonzero().flatten().tolist()):
-                        dice[i, s], hd95[i, s] = self._score(pred, label[i])
+                scores, kept = self._evaluate_batch(image, label, data_available, subsets, ids, len(case_ids))
                 for i, case in enumerate(ids):
-                    dice_rows.append(dice[i])
-                    hd_rows.append(hd95[i])
+                    for metric, values in scores.items():
+                        rows.setdefault(metric, []).append(values[i])
                     case_ids.append(case)
                     logger.info(
                         "case %s (%d%s): mean Dice over subsets %s",
                         case,
                         len(case_ids),
                         f"/{num_batches * batch_size}" if num_batches else "",
-                        np.round(_nanmean(dice[i], axis=0), 4).tolist(),
+                        np.round(_nanmean(scores["dice"][i], axis=0), 4).tolist(),
                     )
-                logger.debug("batch %d done", b)
+                slices += kept
         if subsets is None or num_regions is None:
             raise ValueError("the data loader yielded no batch; nothing to evaluate.")
+        return self._results(subsets, case_ids, num_regions, rows, slices)
+
+    def _evaluate_batch(
+        self,
+        image: torch.Tensor,
+        label: Any,
+        data_available: torch.Tensor,
+        subsets: list[tuple[bool, ...]],
+        ids: list[str],
+        seen: int,
+    ) -> tuple[dict[str, np.ndarray], list[CaseSlice]]:
+        """Scores ``{metric: [B, subsets, regions]}`` of one batch under every subset, and its overlay slices."""
+        batch_size, num_regions = image.shape[0], label.shape[1]
+        scores: dict[str, np.ndarray] = {}
+        kept = [
+            self._new_slice(image[i], label[i], data_available[i], ids[i], len(subsets), seen + i)
+            for i in range(batch_size)
+        ]
+        for s, subset in enumerate(subsets):
+            available = data_available & torch.as_tensor(subset, device=self.device)[None]
+            usable = available.any(dim=1)
+            if not usable.any():
+                continue
+            members = usable.nonzero().flatten().tolist()
+            preds = self._predict(image[usable], available[usable], [ids[i] for i in members], s, subsets)
+            for pred, i in zip(preds, members):
+                for metric, values in self._score(pred, label[i]).items():
+                    if metric not in scores:
+                        scores[metric] = np.full((batch_size, len(subsets), num_regions), np.nan)
+                    scores[metric][i, s] = values
+                if kept[i] is not None:
+                    kept[i].prediction[s] = pred[:, kept[i].index].bool().cpu().numpy()
+        if not scores:  # no case of this batch had any modality of any subset
+            scores = {"dice": np.full((batch_size, len(subsets), num_regions), np.nan)}
+            scores["hd95"] = scores["dice"].copy()
+        return scores, [k for k in kept if k is not None]
+
+    def _new_slice(
+        self,
+        image: torch.Tensor,
+        reference: Any,
+        available: torch.Tensor,
+        case_id: str,
+        num_subsets: int,
+        position: int,
+    ) -> Optional[CaseSlice]:
+        """The overlay slice of one case (its largest reference area along the first spatial axis), or None."""
+        if position >= self.overlay_cases or image.ndim < 3:
+            return None
+        ref = torch.as_tensor(reference).bool().cpu()
+        area = ref.any(dim=0).flatten(1).sum(dim=1)
+        index = int(area.argmax())
+        return CaseSlice(
+            case_id=case_id,
+            index=index,
+            image=image[:, index].float().cpu().numpy(),
+            available=available.bool().cpu().numpy(),
+            reference=ref[:, index].numpy(),
+            prediction=np.zeros((num_subsets, *ref[:, index].shape), bool),
+        )
+
+    def _results(
+        self,
+        subsets: list[tuple[bool, ...]],
+        case_ids: list[str],
+        num_regions: int,
+        rows: dict[str, list[np.ndarray]],
+        slices: list[CaseSlice],
+    ) -> SubsetResults:
         modality_names = self.modality_names or [f"m{m}" for m in range(len(subsets[0]))]
         region_names = self.region_names or [f"region{r}" for r in range(num_regions)]
+        stacked = {metric: np.stack(values, axis=1) for metric, values in rows.items()}
         return SubsetResults(
             subsets=list(subsets),
             subset_names=[subset_name(s, modality_names) for s in subsets],
             case_ids=case_ids,
             region_names=region_names,
             modality_names=modality_names,
-            dice=np.stack(dice_rows, axis=1),
-            hd95=np.stack(hd_rows, axis=1),
+            dice=stacked.pop("dice"),
+            hd95=stacked.pop("hd95"),
             importance=self._importance(modality_names),
             conventions=self.conventions(),
+            extra=stacked,
+            slices=slices,
         )
 
     def conventions(self) -> dict[str, Any]:
         """The scoring conventions in force, as written into the results."""
         return {
-            "empty_prediction_empty_reference_dice": self.empty_dice,
-            "empty_prediction_empty_reference_hd95": self.empty_hd95,
-            "one_side_empty_dice": 0.0,
-            "one_side_empty_hd95": self.missed_hd95,
-            "hd95_units": "physical (spacing from the reference affine) when available, else voxels",
+            "scoring_convention": self.convention.name,
+            **{k: v for k, v in self.convention.describe().items() if k != "name"},
+            "hd95_units": "mm, from the spacing of the array's own axes after every transform (voxels without an "
+            "affine)",
             "postprocessing": self.postprocessing_description,
             "subset_with_no_case_modality": "NaN, left out of the means",
         }
@@ -313,44 +476,41 @@ class SubsetEvaluator:
             return [f"case{offset + i}" for i in range(batch_size)]
         return [str(i) for i in ([ids] if isinstance(ids, str) else ids)]
 
-    def _predict(self, image: torch.Tensor, available: torch.Tensor) -> list[torch.Tensor]:
+    def _predict(
+        self,
+        image: torch.Tensor,
+        available: torch.Tensor,
+        ids: list[str],
+        subset_index: int,
+        subsets: list[tuple[bool, ...]],
+    ) -> list[torch.Tensor]:
         packed = pack_available(image, available)
         with torch.autocast(self.device.type, enabled=self.amp):
-            logits = self.inferer(packed, self.network)
-        return [self.postprocessing(torch.as_tensor(l).float()) for l in logits]
+            logits = torch.as_tensor(self.inferer(packed, self.network)).float()
+        finite = torch.isfinite(logits.flatten(1)).all(dim=1)
+        if not bool(finite.all()):
+            case = ids[int((~finite).nonzero()[0])]
+            names = self.modality_names or [f"m{m}" for m in range(len(subsets[0]))]
+            raise DivergedNetworkError(
+                f"the network's output is NaN or infinite for case '{case}' under subset "
+                f"'{subset_name(subsets[subset_index], names)}': its weights come from a diverged run and are not "
+                "scored. Evaluate an earlier checkpoint, or retrain with a lower learning rate or gradient clipping "
+                "(max_grad_norm)."
+            )
+        return [self.postprocessing(l) for l in logits]
 
-    def _score(self, pred: torch.Tensor, reference: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Dice and HD95 per region channel of one sample, with the conventions applied."""
-        spacing = _spacing(reference)
+    def _score(self, pred: torch.Tensor, reference: Any) -> dict[str, np.ndarray]:
+        """Dice, HD95 and the extra metrics per region channel of one sample."""
+        spacing = voxel_spacing(reference)
         ref = torch.as_tensor(reference).to(pred.device).bool()
-        pred = torch.as_tensor(pred).bool()
-        dice = compute_dice(pred[None].float(), ref[None].float(), include_background=True, ignore_empty=False)[0]
-        dice = dice.cpu().double().numpy()
-        hd95 = np.empty(pred.shape[0])
-        missed = self._missed_penalty(ref.shape[1:], spacing)
-        for r in range(pred.shape[0]):
-            pred_any, ref_any = bool(pred[r].any()), bool(ref[r].any())
-            if not pred_any and not ref_any:
-                dice[r], hd95[r] = self.empty_dice, self.empty_hd95
-            elif pred_any != ref_any:
-                dice[r], hd95[r] = 0.0, missed
-            else:
-                hd95[r] = float(
-                    compute_hausdorff_distance(
-                        pred[None, r : r + 1].float(),
-                        ref[None, r : r + 1].float(),
-                        include_background=True,
-                        percentile=95,
-                        spacing=spacing,
-                    )[0, 0]
-                )
-        return dice, hd95
-
-    def _missed_penalty(self, shape: Sequence[int], spacing: Optional[list[float]]) -> float:
-        if self.missed_hd95 != "diagonal":
-            return float(self.missed_hd95)
-        steps = spacing or [1.0] * len(shape)
-        return float(math.sqrt(sum((n * d) ** 2 for n, d in zip(shape, steps))))
+        dice, hd95 = score_regions(pred, ref, self.convention, spacing)
+        scores = {"dice": dice, "hd95": hd95}
+        if self.extra_scorer is not None:
+            for name, values in self.extra_scorer(pred.bool(), ref, spacing).items():
+                if name in scores:
+                    raise ValueError(f"the extra scorer returned '{name}', which is already a metric.")
+                scores[name] = np.asarray(values, dtype=np.float64)
+        return scores
 
     def _importance(self, modality_names: list[str]) -> Optional[dict[str, float]]:
         if self.importance is None:
@@ -361,14 +521,3 @@ class SubsetEvaluator:
         if len(values) != len(modality_names):
             raise ValueError(f"importance has {len(values)} values for {len(modality_names)} modalities.")
         return dict(zip(modality_names, map(float, values)))
-
-
-def _spacing(reference: Any) -> Optional[list[float]]:
-    """Voxel spacing from a MetaTensor's affine (column norms), None for plain tensors."""
-    if not isinstance(reference, MetaTensor):
-        return None
-    spatial = reference.ndim - 1
-    affine = reference.affine.double()
-    if affine.ndim == 3:  # a batched affine left on an item
-        affine = affine[0]
-    return [float(v) for v in torch.linalg.norm(affine[:spatial, :spatial], dim=0)]

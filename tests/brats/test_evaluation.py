@@ -12,11 +12,13 @@ import torch
 from monai.data import DataLoader, MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
+from monai.metrics.utils import get_edge_surface_distance
 
 from mckd.availability import all_subsets
 from mckd.brats.conventions import MODALITY_DISPLAY_NAMES, MODALITIES, REGIONS
-from mckd.brats.report import evaluate_and_report, markdown_table, write_report
+from mckd.brats.report import _representative, evaluate_and_report, markdown_table, write_report
 from mckd.evaluation import SubsetEvaluator
+from mckd.scoring import BRATS_DIAGONAL_MM, ScoringConvention, score_regions
 
 S = 24  # volume side
 NAMES = [MODALITY_DISPLAY_NAMES[m] for m in MODALITIES]
@@ -124,32 +126,65 @@ def test_dice_and_hd95_agree_with_an_independent_monai_computation(results):
     assert res.hd95[s, 1, 2] == pytest.approx(2.0)  # a one-voxel shift at 2 mm spacing
 
 
-def test_missed_regions_score_dice_zero_and_the_diagonal_penalty(results):
+def test_missed_regions_score_dice_zero_and_the_legacy_penalty_whatever_the_spacing(results):
     res = results.res
     t2_only = _subset_index(res, ["T2"])
-    diagonal_1mm = math.sqrt(3) * S
     assert res.dice[t2_only, 0].tolist() == [0.0, 0.0, 0.0]  # nothing predicted, reference present
-    assert res.hd95[t2_only, 0].tolist() == pytest.approx([diagonal_1mm] * 3)
-    assert res.hd95[t2_only, 1, 1] == pytest.approx(2 * diagonal_1mm)  # physical units: 2 mm voxels
+    assert res.hd95[t2_only, 0].tolist() == pytest.approx([BRATS_DIAGONAL_MM] * 3)
+    assert res.hd95[t2_only, 1, 1] == pytest.approx(373.1287, abs=1e-4)  # a fixed number, also at 2 mm voxels
     flair_t1 = _subset_index(res, ["FLAIR", "T1"])
     assert res.dice[flair_t1, 2, 0] == 1.0  # the case's data has no FLAIR, so no spurious ET
+    assert res.conventions["scoring_convention"] == "brats_legacy"
 
 
-def test_spurious_prediction_of_an_empty_region_scores_zero_and_conventions_are_configurable(threshold_net):
+def _spurious_case() -> dict:
     zero, a = torch.zeros(S, S, S), _block((4, 4, 4), (12, 12, 12))
-    case = _case("spurious_et", [zero, a, zero], [a, a, zero, zero])  # FLAIR predicts an ET that is not there
+    return _case("spurious_et", [zero, a, zero], [a, a, zero, zero])  # FLAIR predicts an ET that is not there
+
+
+def test_official_convention_leaves_both_empty_regions_out_and_penalises_a_missed_region_373(threshold_net):
     flair_t1, t2 = (True, True, False, False), (False, False, False, True)
-    default = _evaluate([case], threshold_net, subsets=[flair_t1, t2])
-    assert default.dice[:, 0].tolist() == [[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]]
-    diagonal = math.sqrt(3) * S
-    np.testing.assert_allclose(default.hd95[:, 0], [[diagonal, 0.0, 0.0], [0.0, diagonal, 0.0]])
-    custom = _evaluate([case], threshold_net, subsets=[flair_t1, t2], missed_hd95=373.13, empty_dice=0.5, empty_hd95=1)
-    assert custom.dice[:, 0].tolist() == [[0.0, 1.0, 0.5], [0.5, 0.0, 0.5]]
-    assert custom.hd95[:, 0].tolist() == [[373.13, 0.0, 1.0], [1.0, 373.13, 1.0]]
-    assert custom.conventions["one_side_empty_hd95"] == 373.13 and custom.subset_names == ["FLAIR+T1", "T2"]
+    legacy = _evaluate([_spurious_case()], threshold_net, subsets=[flair_t1, t2])
+    assert legacy.dice[:, 0].tolist() == [[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]]
+    np.testing.assert_allclose(legacy.hd95[:, 0], [[BRATS_DIAGONAL_MM, 0.0, 0.0], [0.0, BRATS_DIAGONAL_MM, 0.0]])
+    official = _evaluate([_spurious_case()], threshold_net, subsets=[flair_t1, t2], convention="official")
+    np.testing.assert_array_equal(official.dice[:, 0], [[0.0, 1.0, np.nan], [np.nan, 0.0, np.nan]])
+    np.testing.assert_array_equal(official.hd95[:, 0], [[373.0, 0.0, np.nan], [np.nan, 373.0, np.nan]])
+    assert np.isnan(official.per_subset_mean("dice")[1, 0])  # a region empty on both sides is left out of the mean
+    assert official.conventions["scoring_convention"] == "official" and official.subset_names == ["FLAIR+T1", "T2"]
 
 
-def test_report_writes_csv_markdown_png_with_fifteen_rows_and_the_mean(results, tmp_path):
+def test_official_convention_scores_disjoint_masks_373_and_legacy_measures_them():
+    ref = _block((2, 2, 2), (6, 6, 6))[None].bool()
+    pred = _block((12, 2, 2), (16, 6, 6))[None].bool()  # 10 voxels away, no common voxel
+    legacy_dice, legacy_hd95 = score_regions(pred, ref, "brats_legacy")
+    official_dice, official_hd95 = score_regions(pred, ref, "official")
+    assert legacy_dice.tolist() == official_dice.tolist() == [0.0]
+    assert official_hd95.tolist() == [373.0] and legacy_hd95[0] == pytest.approx(10.0)
+
+
+def test_a_custom_convention_and_an_unknown_name(threshold_net):
+    custom = ScoringConvention("mine", both_empty_dice=0.5, both_empty_hd95=1.0, missed_hd95=99.0,
+                               disjoint_hd95=None, summary="test", source="test")
+    res = _evaluate([_spurious_case()], threshold_net, subsets=[(True, True, False, False)], convention=custom)
+    assert res.dice[0, 0].tolist() == [0.0, 1.0, 0.5] and res.hd95[0, 0].tolist() == [99.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="unknown scoring convention 'brats2019'.*'brats_legacy', 'official'"):
+        SubsetEvaluator(threshold_net, [], SlidingWindowInferer(roi_size=(16, 16, 16)), convention="brats2019")
+
+
+def test_pooled_hd95_differs_from_monai_max_of_directed_percentiles_on_asymmetric_masks():
+    ref = _block((4, 4, 4), (14, 14, 14))[None]
+    pred = _block((5, 5, 5), (12, 12, 12))[None]  # inside the reference, nearer to one corner
+    _, ours = score_regions(pred.bool(), ref.bool(), "brats_legacy")
+    monai = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")(pred[None], ref[None])
+    _, distances, _ = get_edge_surface_distance(pred[0].bool(), ref[0].bool(), symmetric=True)
+    pooled = np.percentile(np.concatenate([d.numpy() for d in distances]), 95)
+    directed = max(np.percentile(d.numpy(), 95) for d in distances)
+    assert ours[0] == pytest.approx(pooled) and float(monai[0, 0]) == pytest.approx(directed, abs=1e-5)
+    assert ours[0] == pytest.approx(math.sqrt(6)) and float(monai[0, 0]) == pytest.approx(math.sqrt(8))
+
+
+def test_report_writes_csv_markdown_heat_maps_overlay_with_fifteen_rows_and_the_mean(results, tmp_path):
     res = results.res
     paths = write_report(res, tmp_path / "report")
     with open(paths["csv"], newline="") as f:
@@ -158,7 +193,9 @@ def test_report_writes_csv_markdown_png_with_fifteen_rows_and_the_mean(results, 
     with open(paths["summary_csv"], newline="") as f:
         summary = list(csv.DictReader(f))
     assert len(summary) == (15 + 1) * 3 and summary[-1]["subset"] == "Mean over subsets"
-    assert paths["heatmap"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for key in ("heatmap", "hd95_heatmap", "overlay"):
+        assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", key
+    assert paths["hd95_heatmap"].name == "evaluation_hd95.png" and paths["overlay"].name == "evaluation_overlay.png"
 
     table = markdown_table(res)
     body = table.strip().splitlines()[2:]
@@ -170,8 +207,37 @@ def test_report_writes_csv_markdown_png_with_fifteen_rows_and_the_mean(results, 
     mean = res.mean_over_subsets("dice")
     assert mean.tolist() == pytest.approx(np.nanmean(np.nanmean(res.dice, axis=1), axis=0).tolist())
     markdown = paths["markdown"].read_text()
-    assert table in markdown and "| FLAIR | 0.4000 |" in markdown and "Empty prediction and empty reference" in markdown
+    header = markdown.splitlines()[2]
+    assert header.startswith("Scoring convention: **`brats_legacy`**") and "nnUNet issue #134" in header
+    assert table in markdown and "| FLAIR | 0.4000 |" in markdown
+    assert "empty prediction and empty reference: Dice 1.0, HD95 0.0" in markdown
     assert not list((tmp_path / "report").glob(".*"))
+
+
+def test_overlay_shows_per_subset_the_case_closest_to_the_median_dice(results):
+    res = results.res
+    assert [k.case_id for k in res.slices] == ["exact", "shifted", "spurious"]
+    exact = res.slices[0]
+    assert exact.index == 4 and exact.reference.shape == (3, S, S) and exact.prediction.shape == (15, 3, S, S)
+    full = _subset_index(res, NAMES)
+    np.testing.assert_array_equal(exact.prediction[full], exact.reference)  # the exact case is predicted exactly
+    flair_only = _subset_index(res, ["FLAIR"])
+    assert not exact.prediction[flair_only, 1:].any()  # only ET is predicted from FLAIR
+    # FLAIR alone: exact 1/3, shifted 1/3, spurious not evaluable -> median 1/3, the first of the two
+    assert _representative(res, flair_only).case_id == "exact"
+
+
+def test_extra_scorer_metrics_are_kept_reported_and_may_not_shadow_dice(threshold_net, tmp_path):
+    def volumes(pred, reference, spacing):
+        return {"pred_voxels": pred.flatten(1).sum(1).tolist()}
+
+    res = _evaluate(_cases()[:1], threshold_net, subsets=[(True, True, True, True)], extra_scorer=volumes)
+    assert res.metrics == ["dice", "hd95", "pred_voxels"] and res.extra["pred_voxels"][0, 0].tolist() == [512.0] * 3
+    paths = write_report(res, tmp_path)
+    assert "## Further metrics" in paths["markdown"].read_text()
+    assert "pred_voxels_mean" in paths["summary_csv"].read_text()
+    with pytest.raises(ValueError, match="'dice', which is already a metric"):
+        _evaluate(_cases()[:1], threshold_net, subsets=[(True,) * 4], extra_scorer=lambda p, r, s: {"dice": [0, 0, 0]})
 
 
 def test_evaluate_and_report_writes_the_files_and_logs_the_table(threshold_net, tmp_path, caplog):
