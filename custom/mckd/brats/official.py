@@ -1,0 +1,87 @@
+"""Lesion-wise metrics (BraTS 2023+) from the official ``brats-evaluation`` package, as an optional extra scorer.
+
+The package (PyPI ``brats-evaluation``, built on panoptica) is AGPL-3.0: it is an optional extra
+(``pip install "mckd[brats-eval]"``, which also pins numpy below 2.3), imported only when a :class:`LesionWiseScorer`
+is created, and none of its code is copied here. The global Dice and HD95 that the report always shows follow its
+rules under the ``official`` convention (:mod:`mckd.scoring`) without it.
+
+The scorer turns one sample's region channels (ET, TC, WT) into BraTS 2023 label maps (ET = 3) and runs the package's
+own panoptica configuration (``gli``: connected components, matching at Dice > 1e-6) on the arrays, passing the
+spacing of the array's axes itself (reading the spacing from files, the package applies it in reversed axis order).
+It returns, per region, the package's lesion-wise Dice and HD95 (``sq_dsc`` / ``sq_hd95``: the means over matched
+lesions, as its ``parse_seg_results`` reports them; an infinite HD95 is written as 373, the package's penalty) and
+the numbers of true-positive, false-positive and false-negative lesions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from mckd.brats.conventions import REGIONS
+from mckd.brats.labels import RegionsToLabel
+
+__all__ = ["INSTALL_HINT", "LesionWiseScorer"]
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install "mckd[brats-eval]"  (or: pip install "brats-evaluation==0.0.10")'
+#: The package's group names of the BraTS 2023 glioma configuration, per region.
+_GROUPS = {"ET": "et", "TC": "tc", "WT": "wt"}
+#: What the package writes instead of an infinite HD95.
+_MISSED_HD95 = 373.0
+
+
+def _load_package(config: str) -> Any:
+    """The package's panoptica evaluator for the bundled ``config``; an ImportError with the install command."""
+    try:
+        import brats_evaluation  # noqa: PLC0415 - optional AGPL extra, imported only on request
+        from panoptica import Panoptica_Evaluator  # noqa: PLC0415
+    except ImportError as err:
+        raise ImportError(
+            f"lesion-wise metrics need the official BraTS evaluation package, which is not installed ({err}). "
+            f"Install it with: {INSTALL_HINT}"
+        ) from err
+    return Panoptica_Evaluator.load_from_config(brats_evaluation.config_path(config))
+
+
+class LesionWiseScorer:
+    """Extra scorer for :class:`mckd.evaluation.SubsetEvaluator`: the official package's lesion-wise metrics.
+
+    Args:
+        config: name of the package's bundled configuration. Default ``"gli"`` (BraTS 2023+ glioma).
+
+    Raises:
+        ImportError: when ``brats-evaluation`` is not installed, naming the install command.
+    """
+
+    #: Metric names added to the results, in order.
+    METRICS = ("lesionwise_dice", "lesionwise_hd95", "lesions_tp", "lesions_fp", "lesions_fn")
+
+    def __init__(self, config: str = "gli") -> None:
+        self.config = config
+        self.evaluator = _load_package(config)
+        self.to_label = RegionsToLabel(convention="brats2023", threshold=None)
+
+    def __call__(
+        self, pred: torch.Tensor, reference: torch.Tensor, spacing: Optional[Sequence[float]] = None
+    ) -> dict[str, list[float]]:
+        """Lesion-wise metrics per region of one sample (binary ``[3, *S]`` prediction and reference)."""
+        pred_label = self.to_label(torch.as_tensor(pred).cpu())[0].numpy()
+        ref_label = self.to_label(torch.as_tensor(reference).cpu())[0].numpy()
+        voxelspacing = tuple(float(v) for v in spacing) if spacing is not None else (1.0,) * pred_label.ndim
+        groups = self.evaluator.evaluate(pred_label, ref_label, voxelspacing=voxelspacing, verbose=False)
+        out: dict[str, list[float]] = {name: [] for name in self.METRICS}
+        for region in REGIONS:
+            result = groups[_GROUPS[region]].to_dict(True)
+            hd95 = float(result.get("sq_hd95", math.nan))
+            out["lesionwise_dice"].append(float(result.get("sq_dsc", math.nan)))
+            out["lesionwise_hd95"].append(_MISSED_HD95 if np.isinf(hd95) else hd95)
+            for key in ("tp", "fp", "fn"):
+                out[f"lesions_{key}"].append(float(result.get(key, math.nan)))
+        return out
