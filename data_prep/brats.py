@@ -9,12 +9,14 @@ Cases are found and checked by the BraTS case model (:mod:`mckd.brats.cases`), r
 inference do (:func:`mckd.brats.loading.check_case`): missing, unreadable or corrupt files, wrong dimensionality, data
 type or an implausible size, shape/affine mismatch, NaN/Inf, all-zero images, label values outside the release's
 convention. Bad cases are skipped with a warning naming case, file and reason (``--strict``: nothing is written).
-The datalist is never written over an input or into the dataset folder. Paths in the datalist are relative to the datalist's folder, so
-``monai.data.load_decathlon_datalist(path, data_list_key=...)`` resolves them with its default ``base_dir``.
+The datalist is never written over an input or into the dataset folder. Paths in the datalist are relative to the
+datalist's folder, so ``monai.data.load_decathlon_datalist(path, data_list_key=...)`` resolves them with its default
+``base_dir``.
 
 Exit status: 0 datalist written (possibly with skipped cases); 1 ``--strict`` and a case has a problem;
-2 usage error (bad argument, ``--root`` not a folder, no case found, mixed layouts, malformed ``dataset.json``, output
-inside the dataset or not writable, too few cases for the split or an empty training split) or no usable case.
+2 usage error (bad argument, ``--root`` not a folder, no case found, malformed ``dataset.json``, output
+inside the dataset or not writable, labelled cases of two label conventions, too few cases for the split or an empty
+training split) or no usable case.
 """
 
 from __future__ import annotations
@@ -90,10 +92,13 @@ def _describe(problem: CaseError, root: Path) -> str:
 
 
 def _find(root: Path, layout: str) -> tuple[str, list[Case], list[CaseError]]:
-    """The dataset's layout, cases and discovery problems.
+    """The dataset's layout (``"mixed"`` for several), cases and discovery problems.
+
+    Unlabelled cases of any layout may share a folder; labelled cases must share one label convention.
 
     Raises:
-        PreparationError: (usage) for a root that is not a folder, an unknown layout, no case, or mixed layouts.
+        PreparationError: (usage) for a root that is not a folder, an unknown layout, no case, or labelled cases of
+            several label conventions.
     """
     if not root.is_dir():
         raise PreparationError(f"--root '{root}' is not a folder.", EXIT_USAGE)
@@ -104,11 +109,15 @@ def _find(root: Path, layout: str) -> tuple[str, list[Case], list[CaseError]]:
     if not found.cases and not found.problems:
         wanted = "BraTS 2018-2023 or MSD Task01" if layout == "auto" else layout
         raise PreparationError(f"no {wanted} case found under '{root}'.", EXIT_USAGE)
-    if len(found.layouts) > 1:
+    labelled = sorted({c.layout for c in found.cases if c.label is not None})
+    if len({LAYOUTS[name].label_convention.name for name in labelled}) > 1:
         raise PreparationError(
-            f"'{root}' mixes layouts {', '.join(found.layouts)}; pass --layout or split the folder.", EXIT_USAGE
+            f"'{root}' mixes labelled cases of the layouts {', '.join(labelled)}, whose label conventions differ; "
+            "pass --layout or split the folder.",
+            EXIT_USAGE,
         )
-    return (found.layouts[0] if found.layouts else layout), found.cases, found.problems
+    layouts = found.layouts or [layout]
+    return (layouts[0] if len(layouts) == 1 else "mixed"), found.cases, found.problems
 
 
 def _check_all(cases: Sequence[Case], allow_missing: bool, jobs: int) -> list[CaseVerdict]:
@@ -201,7 +210,8 @@ def _assemble(
     """The datalist JSON content of the usable cases."""
     entries = {v.case.case_id: _entry(v, base, allow_missing) for v in verdicts}
     assignment = _assign(verdicts, spec, seed)
-    convention = LAYOUTS[layout].label_convention
+    labelled = [v.case.layout for v in verdicts if v.case.label is not None]
+    convention = LAYOUTS[labelled[0] if labelled else verdicts[0].case.layout].label_convention
     datalist: dict[str, Any] = {
         "name": f"BraTS datalist ({layout})",
         "description": "written by data_prep.brats; image/label paths are relative to this file's folder",

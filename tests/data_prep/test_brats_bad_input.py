@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 from data_prep.brats import EXIT_OK, EXIT_STRICT, EXIT_USAGE, main
 from data_prep.synthetic_brats import brats_affine
+from mckd.brats.conventions import PAPER_META_VALIDATION_CASES
 
 from .conftest import SHAPE
 
@@ -206,3 +209,69 @@ def test_command_line_prints_one_line_error_without_traceback(tmp_path):
     )
     assert result.returncode == EXIT_USAGE
     assert result.stderr.strip() == f"error: --root '{tmp_path / 'nope'}' is not a folder."
+
+
+def _digest(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("target", ["an image file", "a new file inside the dataset", "the dataset's own folder name"])
+def test_an_output_over_an_input_or_inside_the_dataset_is_refused_and_nothing_changes(tmp_path, make_dataset, target):
+    root, written = make_dataset("brats2021", n_cases=3)
+    out = {
+        "an image file": written[0].images["flair"],
+        "a new file inside the dataset": root / "lists" / "datalist.json",
+        "the dataset's own folder name": root / written[1].case_id / "datalist.json",
+    }[target]
+    before = _digest(root)
+    result = subprocess.run(
+        [sys.executable, "-m", "data_prep.brats", "--root", str(root), "--out", str(out)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == EXIT_USAGE and "Traceback" not in result.stderr
+    assert ("refusing to overwrite input file" in result.stderr) or ("lies inside the dataset folder" in result.stderr)
+    assert _digest(root) == before
+
+
+def test_a_split_that_leaves_training_empty_is_an_error(tmp_path, make_dataset, caplog):
+    root, written = make_dataset("brats2018", n_cases=5)
+    for case, published in zip(written, PAPER_META_VALIDATION_CASES):  # exactly the 5 published meta-validation ids
+        folder = case.label.parent
+        for path in folder.iterdir():
+            path.rename(folder / path.name.replace(case.case_id, published))
+        folder.rename(folder.parent / published)
+    assert main(["--root", str(root), "--out", str(tmp_path / "out" / "d.json")]) == EXIT_USAGE
+    assert "split paper leaves 'training' empty (5 labelled cases)" in caplog.text
+    assert not (tmp_path / "out" / "d.json").exists()
+
+
+def test_symlink_loops_do_not_duplicate_cases(tmp_path, make_dataset):
+    root, written = make_dataset("brats2021", n_cases=4)
+    os.symlink(root, root / written[0].case_id / "loop")
+    os.symlink(root / written[1].case_id, root / "alias_of_a_case")
+    assert main(["--root", str(root), "--out", str(tmp_path / "out" / "d.json")]) == EXIT_OK
+    datalist = json.loads((tmp_path / "out" / "d.json").read_text())
+    listed = [item["case_id"] for key in ("training", "meta_validation", "validation") for item in datalist[key]]
+    assert sorted(listed) == sorted(c.case_id for c in written) and datalist["skipped"] == []
+
+
+def test_the_same_case_id_in_hgg_and_lgg_is_reported(tmp_path, make_dataset, caplog):
+    root, written = make_dataset("brats2018", n_cases=7)
+    hgg = next(c for c in written if c.label.parent.parent.name == "HGG")
+    shutil.copytree(hgg.label.parent, root / "LGG" / hgg.case_id)
+    assert main(["--root", str(root), "--out", str(tmp_path / "out" / "d.json")]) == EXIT_OK
+    assert f"{hgg.case_id}: HGG/{hgg.case_id}: the case id is found 2 times" in caplog.text
+    assert f"{hgg.case_id}: LGG/{hgg.case_id}: the case id is found 2 times" in caplog.text
+    datalist = json.loads((tmp_path / "out" / "d.json").read_text())
+    assert hgg.case_id not in [item["case_id"] for key in ("training", "meta_validation") for item in datalist[key]]
+
+
+def test_a_header_claiming_an_absurd_size_is_reported_for_that_case(tmp_path, make_dataset, caplog):
+    root, written = make_dataset("brats2021", n_cases=4)
+    path = written[0].images["t1"]
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[42:48] = np.array([30000, 30000, 30000], dtype="<i2").tobytes()  # NIfTI-1 dim[1..3]
+    path.write_bytes(gzip.compress(bytes(raw)))
+    assert main(["--root", str(root), "--out", str(tmp_path / "out" / "d.json")]) == EXIT_OK
+    assert f"{written[0].case_id}: {written[0].case_id}/{path.name}: declares an implausible size (30000" in caplog.text
+    assert "MemoryError" not in caplog.text

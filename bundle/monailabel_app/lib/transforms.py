@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from monai.transforms import MapTransform
 
+from mckd.brats.cases import image_stem
 from mckd.brats.conventions import MODALITIES
 
 __all__ = ["CaseIdFromPathd", "SelectModalitiesd", "ReportModalitiesd"]
@@ -49,7 +50,9 @@ class CaseIdFromPathd(MapTransform):
     """Name the case after its image file (``BRATS_001.nii.gz`` -> ``BRATS_001``) for the bundle's messages.
 
     MONAI Label's request carries the image path (``image_path``) but no case id; the bundle's loader names the case
-    in its warnings and errors. A case id already in the data is kept.
+    in its warnings and errors. The name follows the case model's rule for a 4D image (its file name without the
+    image extension, :func:`mckd.brats.cases.image_stem`), so a case has the same id here as in data preparation
+    and bundle inference. A case id already in the data is kept.
 
     Args:
         path_key: key of the image path. Default ``"image_path"`` (set by MONAI Label).
@@ -67,11 +70,7 @@ class CaseIdFromPathd(MapTransform):
         if d.get(self.case_id_key) or not isinstance(path, (str, os.PathLike)):
             return d
         name = os.path.basename(os.path.normpath(str(path)))
-        for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-                break
-        d[self.case_id_key] = name
+        d[self.case_id_key] = image_stem(name) or name
         return d
 
 

@@ -188,8 +188,9 @@ class InferenceSummary:
 
     At each iteration it records the written case (``case_id`` and, when the writer stores it, the prediction path)
     or the failure record; at the end it logs one line per skipped case and a total, and writes the summary to
-    ``<output_dir>/inference_summary.json`` atomically: ``{"written": [{"case_id", "prediction"}], "skipped":
-    [{"case_id", "reason"}]}`` (cases left out at discovery included).
+    ``<output_dir>/inference_summary.json`` atomically: ``{"written": [{"case_id", "modalities", "prediction"}],
+    "skipped": [{"case_id", "reason"}]}`` (cases left out at discovery included; ``modalities``: those the network
+    used).
 
     Args:
         discovery: the run's :class:`~mckd.brats.cases.Discovery` (its problems count as skipped cases).
@@ -220,8 +221,16 @@ class InferenceSummary:
             return
         batch = engine.state.batch
         for item, data in zip(output, batch) if isinstance(output, list) else [(output, batch)]:
-            case_id = data.get("case_id") if isinstance(data, Mapping) else None
-            self.written.append({"case_id": _first(case_id) or "", "prediction": str(item.get(self.path_key, ""))})
+            data = data if isinstance(data, Mapping) else {}
+            available = data.get("available")
+            used = [] if available is None else [m for m, a in zip(MODALITIES, list(available)) if bool(a)]
+            self.written.append(
+                {
+                    "case_id": _first(data.get("case_id")) or "",
+                    "modalities": used,
+                    "prediction": str(item.get(self.path_key, "")),
+                }
+            )
 
     def summarise(self, engine: Engine | None = None) -> dict[str, Any]:
         """Log the summary and write it to the output folder; return it."""
