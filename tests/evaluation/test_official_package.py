@@ -8,6 +8,7 @@ anisotropic (3 x 1 x 3 mm).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -67,3 +68,13 @@ def test_lesion_wise_scorer_reports_the_package_matches(scores):
     assert exact["lesionwise_dice"] == [1.0, 1.0, 1.0] and exact["lesions_tp"] == [1.0, 1.0, 1.0]
     missed = scores["ET missed"]["package_lesionwise"]
     assert missed["lesions_fn"][0] == 1.0 and missed["lesionwise_hd95"][0] == 373.0
+
+
+def test_lesion_wise_scorer_without_the_package_names_the_install_command():
+    if importlib.util.find_spec("brats_evaluation") is not None:
+        pytest.skip("brats-evaluation is installed in this environment")
+    from mckd.brats.official import LesionWiseScorer
+
+    with pytest.raises(ImportError, match=r'pip install "mckd\[brats-eval\]"'):
+        LesionWiseScorer()
+    assert "brats_evaluation" not in sys.modules and "panoptica" not in sys.modules
