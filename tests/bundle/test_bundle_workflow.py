@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +26,7 @@ from monai.transforms import LoadImage
 from data_prep.synthetic_brats import write_dataset
 from mckd.availability import all_subsets, pack_available, subset_name
 from mckd.brats.conventions import MODALITIES, MODALITY_DISPLAY_NAMES, REGIONS
+from mckd.brats.inference import EXIT_CASES_SKIPPED
 from mckd.distillation import ModalityImportance
 
 MODALITY_NAMES = [MODALITY_DISPLAY_NAMES[m] for m in MODALITIES]
@@ -185,11 +187,15 @@ def test_inference_on_nifti_cases_with_a_missing_modality_keeps_geometry_and_ski
     before = _digest(inputs)
     output = tmp_path / "predictions"
 
-    workflow = inference(inputs, output, save_probabilities=True)
+    with pytest.raises(SystemExit) as exited:
+        inference(inputs, output, save_probabilities=True)
 
-    problems = workflow.parser.get_parsed_content("cases").problems
-    assert [p.case_id for p in problems] == ["Brats18_BAD_1"]
-    assert sorted(p.name for p in output.iterdir()) == [f"{source.name}_prob.nii.gz", f"{source.name}_seg.nii.gz"]
+    assert exited.value.code == EXIT_CASES_SKIPPED
+    summary = json.loads((output / "inference_summary.json").read_text())
+    assert [p["case_id"] for p in summary["skipped"]] == ["Brats18_BAD_1"]
+    assert "spatial shape (24, 24, 24) differs from (20, 20, 20)" in summary["skipped"][0]["reason"]
+    predictions = sorted(p.name for p in output.iterdir() if p.name != "inference_summary.json")
+    assert predictions == [f"{source.name}_prob.nii.gz", f"{source.name}_seg.nii.gz"]
     reference = nib.load(good / f"{source.name}_flair.nii.gz")
     seg = nib.load(output / f"{source.name}_seg.nii.gz")
     assert seg.shape == reference.shape and np.allclose(seg.affine, reference.affine)
@@ -206,7 +212,7 @@ def test_inference_on_an_msd_4d_image_writes_brats2023_labels_on_the_input_grid(
     inference(image, output, output_convention="brats2023")
 
     reference = nib.load(image)
-    (written,) = list(output.iterdir())
+    (written,) = list(output.glob("*.nii.gz"))
     seg = nib.load(written)
     assert written.name == f"{case.case_id}_seg.nii.gz"
     assert seg.shape == reference.shape[:3] and np.allclose(seg.affine, reference.affine)
