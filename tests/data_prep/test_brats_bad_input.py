@@ -275,3 +275,11 @@ def test_a_header_claiming_an_absurd_size_is_reported_for_that_case(tmp_path, ma
     assert main(["--root", str(root), "--out", str(tmp_path / "out" / "d.json")]) == EXIT_OK
     assert f"{written[0].case_id}: {written[0].case_id}/{path.name}: declares an implausible size (30000" in caplog.text
     assert "MemoryError" not in caplog.text
+
+
+def test_labelled_cases_of_two_label_conventions_are_refused_as_a_whole(tmp_path, make_dataset, caplog):
+    root, _ = make_dataset("brats2021", n_cases=3)
+    other, _ = make_dataset("brats2023", n_cases=3)
+    shutil.move(str(other), str(root / "release2023"))
+    assert main(["--root", str(root), "--out", str(tmp_path / "out" / "d.json")]) == EXIT_USAGE
+    assert "mixes labelled cases of the layouts brats2021, brats2023, whose label conventions differ" in caplog.text
