@@ -24,7 +24,7 @@ def exported(bundle, tmp_path_factory):
 
 def test_export_vendors_the_import_closure_and_points_configs_at_scripts(exported, bundle):
     out = exported.out
-    assert {"mckd.networks.segnet", "mckd.handlers", "mckd.engines", "mckd.brats.io", "data_prep.brats"} <= set(
+    assert {"mckd.networks.segnet", "mckd.handlers", "mckd.engines", "mckd.brats.cases", "mckd.brats.inference", "data_prep.brats"} <= set(
         exported.modules
     )
     assert (out / "scripts" / "__init__.py").is_file() and (out / "LICENSE").is_file()

@@ -303,7 +303,7 @@ def test_datalist_strings_are_data_never_config_expressions(tmp_path):
     parser = ConfigParser(
         {
             "datalist": str(path),
-            "data": {"_target_": "mckd.brats.io.load_datalist", "path": "@datalist", "key": "training"},
+            "data": {"_target_": "mckd.brats.datalist.load_datalist", "path": "@datalist", "key": "training"},
             "monai_data": "$monai.data.load_decathlon_datalist(@datalist, True, 'training')",
             "dataset": {"_target_": "Dataset", "data": "@data", "transform": {"_target_": "Identity"}},
         }

@@ -3,7 +3,7 @@
 MONAI Label serves one image per case, so a BraTS case is one 4D image with the channels FLAIR, T1, T1ce, T2
 (:data:`mckd.brats.conventions.MODALITIES`, the MSD Task01 order). A case with fewer modalities keeps all four channels
 and stores an absent modality as a channel that is exactly zero everywhere; the bundle's loader
-(:class:`mckd.brats.transforms.LoadModalities`, ``zero_is_missing``) treats such a channel as missing. A request can
+(:class:`mckd.brats.loading.LoadModalities`, ``zero_is_missing``) treats such a channel as missing. A request can
 also name the modalities to use (parameter ``modalities``) to ignore channels that do hold data.
 """
 
@@ -77,7 +77,7 @@ class CaseIdFromPathd(MapTransform):
 class SelectModalitiesd(MapTransform):
     """Turn the request parameter ``modalities`` (names) into the availability mask the bundle's loader reads.
 
-    Runs before :class:`mckd.brats.transforms.LoadModalitiesd`, which zeroes the channels marked unavailable. A request
+    Runs before :class:`mckd.brats.loading.LoadModalitiesd`, which zeroes the channels marked unavailable. A request
     without the parameter is left as it is (every channel is used unless it is zero everywhere).
 
     Args:

@@ -38,10 +38,6 @@ from mckd.fileio import write_json_atomic
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
     from ignite.engine import Engine
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
 
 __all__ = [
     "EXIT_OK",
