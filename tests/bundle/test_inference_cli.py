@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import itk
 import nibabel as nib
 import numpy as np
 import pytest
@@ -34,6 +35,7 @@ USABLE = {
     "mixed1": ["flair", "t2"],  # NIfTI FLAIR + DICOM T2 series in one folder
     "MSD_4D": list(MODALITIES),  # a 4D image side by side with the case folders
     "zero_t2": ["flair"],  # its T2 file is all zero: a blank placeholder, the modality is missing
+    "itk_case": ["t1", "t2"],  # MetaImage and NRRD files, upper-case extension, read through ITK
 }
 #: Case id -> words of the reason every entry point must give.
 BROKEN = {
@@ -68,6 +70,9 @@ def _cases(root: Path, write_dicom_series) -> Path:
     _nifti(root / "MSD_4D.nii.gz", np.stack([_volume(m) for m in range(4)], axis=-1))
     _nifti(root / "zero_t2" / "zero_t2_flair.nii.gz", _volume(4))
     _nifti(root / "zero_t2" / "zero_t2_t2.nii.gz", np.zeros(SHAPE, np.float32))
+    for name, modality in (("itk_case_T1.MHA", 12), ("itk_case_t2.nrrd", 13)):
+        (root / "itk_case").mkdir(exist_ok=True)
+        itk.imwrite(itk.image_from_array(np.ascontiguousarray(_volume(modality).T)), str(root / "itk_case" / name))
     truncated = _nifti(root / "truncated" / "truncated_flair.nii.gz", _volume(5))
     truncated.write_bytes(truncated.read_bytes()[:2000])
     nan = _volume(6)
@@ -140,16 +145,17 @@ def test_inference_writes_every_usable_case_and_exits_3_naming_each_skipped_case
     assert inferred.result.returncode == EXIT_CASES_SKIPPED, inferred.result.stdout[-3000:]
     written = {item["case_id"]: item for item in inferred.summary["written"]}
     assert {case: item["modalities"] for case, item in written.items()} == USABLE
-    for case in USABLE:
+    for case in set(USABLE) - {"itk_case"}:
         prediction = nib.load(setup.root / "predictions" / f"{case}_seg.nii.gz")
         assert prediction.shape == SHAPE and np.allclose(prediction.affine, AFFINE)
+    assert nib.load(setup.root / "predictions" / "itk_case_seg.nii.gz").shape == SHAPE
     skipped = {item["case_id"]: item["reason"] for item in inferred.summary["skipped"]}
     assert sorted(skipped) == sorted(BROKEN)
     for case, words in BROKEN.items():
         assert words in skipped[case] and f"case '{case}'" in skipped[case] and "(file '" in skipped[case]
         assert f"skipped case '{case}'" in inferred.result.stdout
     assert "Traceback" not in inferred.result.stdout and "ConfigExpression" not in inferred.result.stdout
-    assert "inference summary: 5 case(s) written" in inferred.result.stdout
+    assert f"inference summary: {len(USABLE)} case(s) written" in inferred.result.stdout
 
 
 def test_inference_leaves_its_inputs_untouched(inferred, setup):
