@@ -4,7 +4,8 @@ Loading always goes through ``torch.load(path, map_location, weights_only=True)`
 strings and containers of them, never an object whose unpickling runs code. Every foreseeable failure becomes a
 :class:`CheckpointError` whose message names the file:
 
-- a missing file, or a corrupted / truncated file or one that is not a PyTorch checkpoint;
+- a missing or unreadable file, an empty one, a truncated or corrupted one, a text file or other non-checkpoint
+  (each named as such);
 - a pickled payload (a non-tensor object) that ``weights_only`` refused, naming the refused global;
 - a checkpoint from another configuration: missing entries, missing / unexpected keys and shape mismatches of a
   network's state dict, or optimiser parameter groups of another size, naming the first offending keys and shapes.
@@ -13,7 +14,8 @@ Saving: MONAI's ``CheckpointSaver`` (1.6) writes through ignite's ``DiskSaver`` 
 ``Checkpoint`` removes the previous file *before* writing the next one; with ``n_saved=1`` a crash while saving leaves
 no usable checkpoint at all. :class:`AtomicCheckpointSaver` is a drop-in ``CheckpointSaver`` whose files are written
 to a temporary name beside the target and renamed, and whose superseded files are removed only after the new one is
-in place.
+in place. A process killed while writing (``kill -9``, a node failure) leaves only the hidden temporary file, which
+the next :class:`AtomicCheckpointSaver` on the folder removes when it is attached.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import os
 import pickle
 import re
 import stat
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -52,6 +53,7 @@ __all__ = [
     "load_objects",
     "save_checkpoint",
     "ensure_writable_folder",
+    "remove_partial_files",
     "SafeCheckpointLoader",
     "AtomicDiskSaver",
     "AtomicCheckpointSaver",
@@ -63,6 +65,10 @@ PathLike = Union[str, os.PathLike]
 #: How many mismatching keys a message lists before "and n more".
 _SHOWN = 5
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+#: First bytes of PyTorch's zip format and of its legacy (pickle protocol 2) format.
+_ZIP_MAGIC, _PICKLE_MAGIC = b"PK\x03\x04", b"\x80\x02"
+#: Temporary files of :func:`mckd.fileio.atomic_path`: ``.<name>.<random>.part<suffixes of name>``.
+_PARTIAL = re.compile(r"^\..+\.[^.]+\.part(\.\w+)*$")
 _CAUSE = (
     "the checkpoint was probably saved with another configuration (a different backbone, feature size, number of "
     "modalities or regions, or another optimiser)"
@@ -81,6 +87,23 @@ class CheckpointError(ValueError):
         super().__init__(f"checkpoint '{self.path}' {message}")
 
 
+def _unreadable(path: Path) -> str:
+    """Why ``torch.load`` could not read ``path``, from its size and first bytes."""
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes), e.g. left by a save that was interrupted."
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if head.startswith(_ZIP_MAGIC):
+        return f"is truncated or corrupted: an incomplete or damaged PyTorch zip archive ({size} bytes)."
+    if head.startswith(_PICKLE_MAGIC):
+        return f"is truncated or corrupted: an incomplete or damaged PyTorch file of the legacy format ({size} bytes)."
+    text = head.decode("utf-8", errors="replace")
+    if all(char.isprintable() or char in "\t\n\r" for char in text):
+        return f"is a text file, not a PyTorch checkpoint (it starts with {text[:32]!r})."
+    return "is not a PyTorch checkpoint (neither a zip archive nor a pickle)."
+
+
 def load_checkpoint(path: PathLike, map_location: Any = None) -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(..., weights_only=True)`` and return its top-level dictionary.
 
@@ -89,8 +112,9 @@ def load_checkpoint(path: PathLike, map_location: Any = None) -> dict[str, Any]:
         map_location: passed to ``torch.load`` (e.g. ``"cpu"`` or the configured device).
 
     Raises:
-        CheckpointError: when the file does not exist, is corrupted, truncated or not a PyTorch checkpoint, holds a
-            pickled object that ``weights_only`` refuses, or is not a dictionary.
+        CheckpointError: when the file does not exist, is empty, truncated or corrupted, is a text file or otherwise
+            not a PyTorch checkpoint (each named as the cause), holds a pickled object that ``weights_only`` refuses,
+            or is not a dictionary.
     """
     path = Path(path)
     if not path.is_file():
@@ -100,15 +124,17 @@ def load_checkpoint(path: PathLike, map_location: Any = None) -> dict[str, Any]:
     except pickle.UnpicklingError as err:
         refused = _GLOBAL.search(str(err))
         if refused is None:
-            raise CheckpointError(path, "is corrupted or not a PyTorch checkpoint.") from err
+            raise CheckpointError(path, _unreadable(path)) from err
         raise CheckpointError(
             path,
             f"was refused: torch.load(weights_only=True) refused a non-tensor object ({refused.group(1)}). "
             "Unpickling it could run code from the file; only state dicts of tensors and plain values are loaded. "
             "If you trust the file, re-save its state dicts with torch.save(model.state_dict(), ...).",
         ) from err
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile, UnicodeDecodeError) as err:
-        raise CheckpointError(path, "is corrupted or not a PyTorch checkpoint.") from err
+    except OSError as err:
+        raise CheckpointError(path, f"cannot be read: {err.strerror or err}.") from err
+    except Exception as err:  # noqa: BLE001 - any failure to decode the file (EOFError, KeyError, IndexError, ...)
+        raise CheckpointError(path, _unreadable(path)) from err
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(path, f"holds a {type(checkpoint).__name__}, not a dictionary of state dicts.")
     return dict(checkpoint)
@@ -180,7 +206,12 @@ def check_compatible(
     absent = [name for name in load_dict if name not in checkpoint]
     if absent:
         held = ", ".join(sorted(map(str, checkpoint))) or "nothing"
-        raise CheckpointError(path, f"has no entry {_listed(absent)} (it holds {held}); {_CAUSE}.")
+        raise CheckpointError(
+            path,
+            f"has no entry {_listed(absent)} (it holds {held}): it was written for another use (e.g. network weights "
+            "only, where resuming needs a training checkpoint with optimiser and trainer state) or with another "
+            "configuration.",
+        )
     for name, obj in load_dict.items():
         state = checkpoint[name]
         if isinstance(obj, nn.Module):
@@ -271,6 +302,18 @@ def ensure_writable_folder(folder: PathLike) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"checkpoint folder '{folder}' is not writable.")
     return folder
+
+
+def remove_partial_files(folder: PathLike) -> list[Path]:
+    """Delete the temporary files that writes interrupted by a killed process left in ``folder``; return them.
+
+    Only names of the :func:`mckd.fileio.atomic_path` pattern (hidden, ``.part`` before the suffixes) are touched.
+    """
+    folder = Path(folder)
+    removed = [p for p in folder.iterdir() if p.is_file() and _PARTIAL.match(p.name)] if folder.is_dir() else []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def _readable_by_all(path: Path) -> None:
@@ -392,7 +435,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
     """MONAI's ``CheckpointSaver`` (same arguments and behaviour) with atomic writes that never lose the last file.
 
     Every checkpoint (interval, key metric, final) goes through :class:`AtomicDiskSaver`: written to a temporary name
-    and renamed, the previous file removed only after that. Use it wherever a bundle uses ``CheckpointSaver``.
+    and renamed, the previous file removed only after that. Use it wherever a bundle uses ``CheckpointSaver``. When
+    attached, it removes temporary files that a killed earlier run left in ``save_dir`` (see
+    :func:`remove_partial_files`), with a log line naming them.
 
     Args:
         save_dir: see ``monai.handlers.CheckpointSaver``.
@@ -409,3 +454,12 @@ class AtomicCheckpointSaver(CheckpointSaver):
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:
                 checkpoint.save_handler = AtomicDiskSaver(save_dir, getattr(checkpoint.save_handler, "filename", None))
+
+    def attach(self, engine: Engine) -> None:
+        """
+        Args:
+            engine: the engine whose events trigger the saves.
+        """
+        super().attach(engine)
+        for path in remove_partial_files(self.save_dir):
+            self.logger.warning("Removed '%s', a partial checkpoint left by an interrupted save.", path)

@@ -8,11 +8,26 @@ claims the training finished). A second signal acts as it did before the handler
 interrupts at once).
 
 Exit status: ``engine.run()`` returns normally; call :meth:`GracefulInterrupt.exit_if_interrupted` after it (the
-bundle's ``run`` list should) to leave with ``128 + signal number``, the shell convention: 130 after SIGINT, 143 after
-SIGTERM. A run that was not interrupted continues (status 0).
+bundles' ``finalize`` lists do, after their own clean-up) to leave with ``128 + signal number``, the shell convention:
+130 after SIGINT, 143 after SIGTERM. A run that was not interrupted continues (status 0).
 
-Resume: load the written file with :class:`mckd.checkpoints.SafeCheckpointLoader` (or MONAI's ``CheckpointLoader``)
-into the same dictionary; the trainer continues at the next iteration.
+Distributed runs (``torch.distributed`` initialised, e.g. under ``torchrun``): a signal may reach the ranks at
+different iterations, and a rank that stopped alone would leave the others waiting in the next gradient all-reduce.
+So after every iteration the ranks agree (one all-reduce of the received signal number) and all stop after the same
+iteration; only rank 0 writes the checkpoint (the ranks hold the same state), and the others wait for it before they
+exit, because ``torchrun`` stops every worker as soon as one of them ends.
+
+DataLoader workers: a signal sent to the whole process group (Ctrl-C in a terminal, ``kill -TERM -<pgid>``, a
+Slurm time limit) reaches the data loader workers too. SIGTERM kills them, and PyTorch's ``SIGCHLD`` handler would then
+fail the main process (``DataLoader worker ... is killed by signal: Terminated``) in the middle of the iteration. On
+the first stop signal the handler therefore puts the default ``SIGCHLD`` disposition back for the rest of the
+process, so an iteration that holds its batch finishes and the checkpoint is written. A main process that is
+waiting for a batch from the killed workers at that moment still fails (PyTorch's own check of the workers); send the
+signal to the main process only (``kill <pid>``, Slurm ``--signal=B:TERM@<seconds>`` with ``exec`` in the batch
+script) or use ``num_workers 0`` where that matters.
+
+Resume: load the written file with :class:`mckd.checkpoints.SafeCheckpointLoader` (the bundles'
+``--resume_checkpoint``) into the same dictionary; the trainer continues at the next iteration.
 """
 
 from __future__ import annotations
@@ -32,6 +47,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from mckd.checkpoints import ensure_writable_folder, save_checkpoint
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
@@ -123,12 +139,15 @@ class GracefulInterrupt:
     def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
         """Record the signal and give the signals back to their previous handlers (a second one acts at once).
 
-        Outside a run (after a failed one) the signal goes straight on to the previous handler.
+        Outside a run (after a failed one) the signal goes straight on to the previous handler. In a run, ``SIGCHLD``
+        gets its default disposition for the rest of the process (see the module's notes on data loader workers).
         """
         running = self._running
         self._restore_handlers()
         if running:
             self.received = signal.Signals(signum)
+            # data loader workers killed by the same (process-group) signal must not fail this last iteration
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         else:
             signal.raise_signal(signum)
 
@@ -140,22 +159,28 @@ class GracefulInterrupt:
             signal.signal(sig, handler)
 
     def _maybe_stop(self, engine: Engine) -> None:
-        """At the end of an iteration, terminate the run when a signal arrived."""
+        """At the end of an iteration, terminate the run when a signal arrived (on any rank, in a distributed run)."""
+        if idist.get_world_size() > 1:
+            agreed = int(idist.all_reduce(float(self.received or 0), op="MAX"))
+            self.received = signal.Signals(agreed) if agreed else None
         if self.received is not None:
-            self.logger.warning(
-                "%s received: stopping after iteration %d.", self.received.name, engine.state.iteration
-            )
             engine.terminate(skip_completed=True)
 
     def _maybe_save(self, engine: Engine) -> None:
-        """After the last iteration's handlers, write the checkpoint (atomically) when the stop was ours."""
+        """After the last iteration's handlers, write the checkpoint (atomically, rank 0 only) when the stop was ours.
+
+        One warning line says what happened and where the checkpoint is; other ranks wait until it is written.
+        """
         if self.received is None:
             return
-        self.saved_path = save_checkpoint(self.save_dict, self.path)
-        self.logger.warning(
-            "Saved '%s' at iteration %d; resume from it with the same configuration.",
-            self.saved_path, engine.state.iteration,
-        )
+        if idist.get_rank() == 0:
+            self.saved_path = save_checkpoint(self.save_dict, self.path)
+            self.logger.warning(
+                "%s received: stopped after iteration %d and saved '%s'; resume from it with the same configuration.",
+                self.received.name, engine.state.iteration, self.saved_path,
+            )
+        if idist.get_world_size() > 1:
+            idist.barrier()
 
     @property
     def exit_status(self) -> int:
@@ -170,3 +195,4 @@ class GracefulInterrupt:
         """
         if self.received is not None:
             sys.exit(self.exit_status)
+

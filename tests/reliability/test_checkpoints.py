@@ -53,12 +53,31 @@ def _random(tmp_path, toy):
     (tmp_path / "ckpt.pt").write_bytes(bytes(range(256)) * 4)
 
 
-@pytest.mark.parametrize("damage", [_truncated, _text, _empty, _random], ids=["truncated", "text", "empty", "random"])
-def test_corrupted_checkpoint_is_a_clear_error_naming_the_file(tmp_path, toy, damage):
+@pytest.mark.parametrize(
+    "damage, cause",
+    [
+        (_truncated, "is truncated or corrupted: an incomplete or damaged PyTorch zip archive"),
+        (_text, "is a text file, not a PyTorch checkpoint (it starts with 'not a checkpoint at all')"),
+        (_empty, "is empty (0 bytes), e.g. left by a save that was interrupted"),
+        (_random, "is not a PyTorch checkpoint (neither a zip archive nor a pickle)"),
+    ],
+    ids=["truncated", "text", "empty", "random"],
+)
+def test_unreadable_checkpoint_is_a_clear_error_naming_the_file_and_the_cause(tmp_path, toy, damage, cause):
     damage(tmp_path, toy)
     path = tmp_path / "ckpt.pt"
-    with pytest.raises(CheckpointError, match=f"checkpoint '{path}' is corrupted or not a PyTorch checkpoint"):
+    with pytest.raises(CheckpointError) as caught:
         load_checkpoint(path)
+    assert str(caught.value).startswith(f"checkpoint '{path}' {cause}")
+
+
+def test_truncated_legacy_format_checkpoint_is_named_as_such(tmp_path, toy):
+    _, save_dict = toy.build(1)
+    torch.save(save_dict["model"].state_dict(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "legacy.pt").read_bytes()[:300])
+    with pytest.raises(CheckpointError, match="truncated or corrupted: an incomplete or damaged PyTorch file of the "
+                                              "legacy format"):
+        load_checkpoint(tmp_path / "cut.pt")
 
 
 def test_missing_checkpoint_names_the_file(tmp_path):
@@ -104,7 +123,8 @@ def test_checkpoint_of_another_network_configuration_names_keys_shapes_and_cause
 def test_checkpoint_without_an_expected_entry_lists_what_it_holds(tmp_path, toy):
     _, save_dict = toy.build(1)
     save_checkpoint({"model": save_dict["model"], "optimizer": save_dict["optimizer"]}, tmp_path / "c.pt")
-    with pytest.raises(CheckpointError, match=r"has no entry modality_weights \(it holds model, optimizer\)"):
+    with pytest.raises(CheckpointError, match=r"has no entry modality_weights \(it holds model, optimizer\): it was "
+                                              r"written for another use"):
         load_objects({key: save_dict[key] for key in ("model", "modality_weights")}, tmp_path / "c.pt")
 
 
@@ -167,6 +187,16 @@ def test_saver_keeps_the_previous_checkpoint_when_the_next_save_crashes(tmp_path
     # MONAI's CheckpointSaver (atomic=False, old file removed first) would leave nothing usable here
     assert [p.name for p in tmp_path.iterdir()] == ["last_checkpoint_epoch=1.pt"]
     assert load_checkpoint(tmp_path / "last_checkpoint_epoch=1.pt")["trainer"]["iteration"] == 4
+
+
+def test_saver_removes_partial_files_a_killed_save_left_and_nothing_else(tmp_path, toy):
+    partial = tmp_path / ".last_checkpoint_epoch=2.pt.k3j_x9.part.pt"
+    kept = [tmp_path / "last_checkpoint_epoch=1.pt", tmp_path / ".hidden_notes", tmp_path / "run.part"]
+    for path in (partial, *kept):
+        path.write_bytes(b"x")
+    trainer, save_dict = toy.build(1)
+    AtomicCheckpointSaver(str(tmp_path), save_dict, file_prefix="last", save_interval=1, n_saved=1).attach(trainer)
+    assert not partial.exists() and all(path.exists() for path in kept)
 
 
 def test_saver_replaces_the_previous_file_and_writes_files_readable_by_others(tmp_path, toy):
