@@ -3,7 +3,11 @@
 This module is the single home of
 - the enumeration of modality subsets (evaluation runs all ``2**M - 1`` of them),
 - the training-time draw of a subset per sample (:class:`ModalityDropout`),
-- the encoding that lets one tensor carry its own availability (:func:`pack_available` / :func:`unpack_available`).
+- the encoding that lets one tensor carry its own availability (:func:`pack_available` / :func:`unpack_available`),
+- what "no mask given" means, for a batch (:func:`read_available`) and for a network's input
+  (:func:`split_available`): every modality is present, unless the input carries its own flags (a packed tensor).
+  The same holds for every MCKD network's ``available=None``.
+- the rule that every sample needs at least one available modality (:func:`check_every_sample_has_one`).
 
 Why an encoding: MONAI's sliding-window inferer, ``verify_net_in_out``, TorchScript export and MONAI Label call a
 network with a single tensor. A packed tensor holds the ``M`` modality channels followed by ``M`` constant flag
@@ -15,16 +19,20 @@ never mistaken for a missing one, and a background-only window of a present moda
 from __future__ import annotations
 
 import itertools
-from typing import Optional, Sequence
+from collections.abc import Mapping
+from typing import Any, Optional, Sequence
 
 import torch
 
 __all__ = [
     "all_subsets",
     "subset_name",
-    "subset_mask",
     "pack_available",
     "unpack_available",
+    "check_every_sample_has_one",
+    "resolve_available",
+    "split_available",
+    "read_available",
     "ModalityDropout",
 ]
 
@@ -48,12 +56,6 @@ def subset_name(subset: Sequence[bool], names: Sequence[str], joiner: str = "+")
     if len(subset) != len(names):
         raise ValueError(f"subset has {len(subset)} entries but {len(names)} modality names were given.")
     return joiner.join(n for n, present in zip(names, subset) if present)
-
-
-def subset_mask(subset: Sequence[bool], batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """The ``[batch_size, M]`` availability mask that applies one subset to every sample of a batch."""
-    row = torch.as_tensor(list(subset), dtype=torch.bool, device=device)
-    return row.unsqueeze(0).expand(batch_size, -1).clone()
 
 
 def pack_available(image: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
@@ -83,6 +85,97 @@ def unpack_available(x: torch.Tensor, num_modalities: int) -> tuple[torch.Tensor
     image = x[:, :num_modalities]
     available = x[:, num_modalities:].flatten(2).abs().amax(dim=2) > 0
     return image, available
+
+
+def check_every_sample_has_one(available: torch.Tensor) -> None:
+    """Raise when a row of the boolean ``available[B, M]`` has no modality (one host sync on a GPU mask).
+
+    Raises:
+        ValueError: naming the samples without an available modality.
+    """
+    empty: list[int] = (~available.any(dim=1)).nonzero().flatten().tolist()
+    if len(empty) > 0:
+        raise ValueError(f"every sample needs at least one available modality; samples {empty} have none.")
+
+
+def resolve_available(
+    available: Optional[torch.Tensor], batch_size: int, num_modalities: int, device: torch.device
+) -> torch.Tensor:
+    """The boolean mask ``[batch_size, num_modalities]`` on ``device``: ``available`` checked, or all present if ``None``.
+
+    Any dtype is accepted; non-zero means present. TorchScript-compatible (the networks call it).
+
+    Raises:
+        ValueError: when ``available`` does not have the shape ``[batch_size, num_modalities]``.
+    """
+    if available is None:
+        return torch.ones(batch_size, num_modalities, dtype=torch.bool, device=device)
+    if available.ndim != 2 or available.shape[0] != batch_size or available.shape[1] != num_modalities:
+        raise ValueError(
+            f"available must be [B, M] = [{batch_size}, {num_modalities}]; got {list(available.shape)}."
+        )
+    return available.to(device=device, dtype=torch.bool)
+
+
+def split_available(
+    x: torch.Tensor, available: Optional[torch.Tensor], num_modalities: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A network input ``x[B, C, *S]`` and its optional mask -> ``(image[B, M, *S], available[B, M])``.
+
+    With a mask, ``x`` must have ``M`` channels. Without one (``None``), the input says: a packed ``x`` (``2M``
+    channels, :func:`pack_available`) carries its own flags, and a plain ``x`` (``M`` channels) has every modality.
+    TorchScript-compatible.
+
+    Raises:
+        ValueError: on a channel count that is neither, or a mask of the wrong shape.
+    """
+    if available is None and x.shape[1] == 2 * num_modalities:
+        return unpack_available(x, num_modalities)
+    if x.shape[1] != num_modalities:
+        packed = "" if available is not None else f" or {2 * num_modalities} (packed with availability flags)"
+        raise ValueError(
+            f"the input needs {num_modalities} channels (one per modality){packed}; got shape {list(x.shape)}."
+        )
+    return x, resolve_available(available, x.shape[0], num_modalities, x.device)
+
+
+def read_available(
+    batch: Any,
+    batch_size: int,
+    num_modalities: int,
+    key: str = "available",
+    given: Optional[Any] = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The data availability ``[B, M]`` of a batch, checked once: what engines, handlers and reports feed the network.
+
+    Taken from ``given`` (e.g. an ``available`` keyword returned by ``prepare_batch``) if not ``None``, else from
+    ``batch[key]`` when ``batch`` is a mapping that has it, else every modality is present.
+
+    Args:
+        batch: the batch (a dictionary batch, or anything else, which then carries no availability).
+        batch_size: number of samples ``B``.
+        num_modalities: number of modalities ``M``.
+        key: key of the availability in a dictionary batch. Default ``"available"``.
+        given: availability passed explicitly (any dtype, non-zero = present), or ``None``.
+        device: device of the returned mask (default: that of the stored mask, or the CPU).
+
+    Raises:
+        ValueError: when the mask is not ``[B, M]`` or a sample has no available modality.
+    """
+    if given is None and isinstance(batch, Mapping):
+        given = batch.get(key)
+    if given is None:
+        return torch.ones(batch_size, num_modalities, dtype=torch.bool, device=device)
+    mask = torch.as_tensor(given, device=device)
+    if tuple(mask.shape) != (batch_size, num_modalities):
+        raise ValueError(
+            f"the batch's availability '{key}' must have shape [B, M] = {(batch_size, num_modalities)}, "
+            f"got {tuple(mask.shape)}."
+        )
+    mask = mask.to(torch.bool)
+    check_every_sample_has_one(mask)
+    return mask
 
 
 class ModalityDropout:

@@ -14,7 +14,7 @@ from monai.inferers import SlidingWindowInferer
 
 from mckd.availability import all_subsets, pack_available
 from mckd.networks import MultiModalSegNet
-from mckd.networks.fusion import gather_available, project_mean_filled, scatter_mean_fill
+from mckd.networks.fusion import available_pairs, gather_available, project_mean_filled, scatter_mean_fill
 from mckd.networks.upsample import upsample2x_linear
 
 M = 4
@@ -33,8 +33,9 @@ def test_folded_projection_equals_fill_then_project_with_gradients(mask_index: i
     encoded = torch.randn(int(available.sum()), channels, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(5, M * channels, 1, 1, 1, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
-    reference = F.conv3d(scatter_mean_fill(encoded, available).flatten(1, 2), weight, bias)
-    folded = project_mean_filled(encoded, available, weight, bias)
+    pairs = available_pairs(available)
+    reference = F.conv3d(scatter_mean_fill(encoded, pairs).flatten(1, 2), weight, bias)
+    folded = project_mean_filled(encoded, pairs, weight, bias)
     assert torch.allclose(folded, reference, atol=1e-12)
     grad = torch.randn_like(reference)
     expected = torch.autograd.grad(reference, (encoded, weight, bias), grad)
@@ -49,11 +50,12 @@ def test_network_decoder_matches_filled_skips_for_every_subset(backbone: str) ->
     options = {"layers": (1, 1, 1, 1), "widths": (8, 8, 8, 8), "feature_channels": 16} if backbone != "light" else {}
     net = MultiModalSegNet(M, 3, backbone=backbone, **options).eval()
     available = torch.tensor(all_subsets(M), dtype=torch.bool)
+    pairs = available_pairs(available)
     x = torch.randn(len(available), M, 32, 32, 32)
     with torch.no_grad():
-        encoded = net.encoder(gather_available(x.unsqueeze(2), available))
-        filled = [scatter_mean_fill(f, available).flatten(1, 2) for f in encoded[:-1]]
-        bottleneck = scatter_mean_fill(encoded[-1], available).flatten(1, 2)
+        encoded = net.encoder(gather_available(x.unsqueeze(2), pairs))
+        filled = [scatter_mean_fill(f, pairs).flatten(1, 2) for f in encoded[:-1]]
+        bottleneck = scatter_mean_fill(encoded[-1], pairs).flatten(1, 2)
         reference = net.decoder(bottleneck, filled)
         assert torch.allclose(net(x, available), reference, atol=1e-5)
 

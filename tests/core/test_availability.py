@@ -1,11 +1,21 @@
-"""Availability masks: subset enumeration, the random-subset draw and the single-tensor encoding."""
+"""Availability masks: subset enumeration, the random-subset draw, the single-tensor encoding, reading a batch's mask."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mckd.availability import ModalityDropout, all_subsets, pack_available, subset_name, unpack_available
+from mckd.availability import (
+    ModalityDropout,
+    all_subsets,
+    check_every_sample_has_one,
+    pack_available,
+    read_available,
+    resolve_available,
+    split_available,
+    subset_name,
+    unpack_available,
+)
 
 
 def test_all_subsets_of_four_modalities_are_the_fifteen_non_empty_ones():
@@ -75,3 +85,58 @@ def test_zero_padding_and_background_windows_keep_a_present_modality_present():
 def test_unpack_rejects_a_tensor_without_flag_channels():
     with pytest.raises(ValueError, match="8 channels"):
         unpack_available(torch.zeros(1, 4, 4, 4, 4), 4)
+
+
+def test_read_available_takes_the_given_mask_then_the_batch_entry_then_all_present():
+    stored = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1]])
+    given = torch.tensor([[True, True, False, False], [True, False, False, False]])
+    batch = {"image": torch.zeros(2, 4, 1, 1, 1), "available": stored}
+    assert torch.equal(read_available(batch, 2, 4, given=given), given)
+    assert torch.equal(read_available(batch, 2, 4), stored.bool())
+    assert read_available(batch, 2, 4).dtype == torch.bool
+    assert torch.equal(read_available({"image": batch["image"]}, 2, 4), torch.ones(2, 4, dtype=torch.bool))
+    assert torch.equal(read_available([batch["image"]], 2, 4), torch.ones(2, 4, dtype=torch.bool))
+    assert torch.equal(read_available({"mask": stored}, 2, 4, key="mask"), stored.bool())
+
+
+@pytest.mark.parametrize(
+    "stored, message",
+    [
+        (torch.ones(3, 4), r"'available' must have shape \[B, M\] = \(2, 4\), got \(3, 4\)"),
+        (torch.tensor([[1, 0, 0, 0], [0, 0, 0, 0]]), r"samples \[1\] have none"),
+    ],
+)
+def test_read_available_rejects_a_wrong_shape_and_an_empty_sample(stored, message):
+    with pytest.raises(ValueError, match=message):
+        read_available({"available": stored}, 2, 4)
+
+
+def test_check_every_sample_has_one_names_the_empty_samples():
+    check_every_sample_has_one(torch.tensor([[True, False], [False, True]]))
+    with pytest.raises(ValueError, match=r"samples \[0, 2\] have none"):
+        check_every_sample_has_one(torch.tensor([[False, False], [True, False], [False, False]]))
+
+
+def test_no_mask_means_all_present_unless_the_input_is_packed():
+    image = torch.randn(2, 4, 3, 3, 3)
+    available = torch.tensor([[True, False, True, True], [False, False, False, True]])
+    same, plain = split_available(image, None, 4)
+    assert same is image and torch.equal(plain, torch.ones(2, 4, dtype=torch.bool))
+    _, packed = split_available(pack_available(image, available), None, 4)
+    assert torch.equal(packed, available)
+    _, given = split_available(image, available.int(), 4)
+    assert torch.equal(given, available)
+    assert torch.equal(resolve_available(None, 2, 4, torch.device("cpu")), torch.ones(2, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(
+    "x, available, message",
+    [
+        (torch.zeros(1, 5, 2, 2, 2), None, r"needs 4 channels \(one per modality\) or 8"),
+        (torch.zeros(1, 8, 2, 2, 2), torch.ones(1, 4), r"needs 4 channels \(one per modality\);"),
+        (torch.zeros(1, 4, 2, 2, 2), torch.ones(2, 4), r"available must be \[B, M\] = \[1, 4\]"),
+    ],
+)
+def test_split_available_rejects_inputs_it_cannot_read(x, available, message):
+    with pytest.raises(ValueError, match=message):
+        split_available(x, available, 4)

@@ -120,8 +120,21 @@ def test_scripted_network_matches_eager_for_every_subset(paper_exact: bool) -> N
     packed = pack_available(torch.randn(len(available), M, *SIZE), available)
     with torch.no_grad():
         assert torch.allclose(scripted(packed), net(packed), atol=1e-5)
-    with pytest.raises(torch.jit.Error, match="packed input needs 8 channels"):
+    with pytest.raises(torch.jit.Error, match="needs 4 channels .* or 8"):
         scripted(torch.randn(1, 5, *SIZE))
+
+
+@pytest.mark.parametrize("scripted", [False, True])
+def test_plain_input_without_a_mask_has_every_modality(scripted: bool) -> None:
+    """``available=None`` means what it means for every MCKD network: all present unless the input is packed."""
+    net = _net()
+    model = torch.jit.script(net) if scripted else net
+    torch.manual_seed(8)
+    x = torch.randn(2, M, *SIZE)
+    with torch.no_grad():
+        plain = model(x)
+        assert torch.equal(plain, net(x, torch.ones(2, M, dtype=torch.bool)))
+        assert torch.equal(plain, net(pack_available(x, torch.ones(2, M, dtype=torch.bool))))
 
 
 def test_modality_scale_gradient_reaches_scale_and_ones_are_neutral() -> None:
@@ -165,7 +178,7 @@ def test_light_training_step_from_scratch_with_single_modality_stays_finite() ->
 @pytest.mark.parametrize(
     "args, message",
     [
-        ((torch.randn(1, 5, *SIZE),), "packed input needs 8 channels"),
+        ((torch.randn(1, 5, *SIZE),), r"needs 4 channels \(one per modality\) or 8 \(packed"),
         ((torch.randn(1, 3, *SIZE), torch.ones(1, 3, dtype=torch.bool)), "needs 4 channels"),
         ((torch.randn(1, 4, *SIZE), torch.ones(2, 4, dtype=torch.bool)), "available must be"),
         ((torch.randn(1, 4, *SIZE), torch.zeros(1, 4, dtype=torch.bool)), "at least one available"),

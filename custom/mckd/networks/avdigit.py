@@ -27,7 +27,8 @@ from torch import nn
 
 from mckd.avmnist.conventions import AUDIO_INDEX, IMAGE_INDEX, IMAGE_SHAPE, MFCC_SHAPE, NUM_CLASSES, NUM_MODALITIES
 from mckd.networks.feature_tap import FeatureTap
-from mckd.networks.fusion import mean_fill, scale_modalities
+from mckd.availability import resolve_available
+from mckd.networks.fusion import available_pairs, mean_fill, scale_modalities
 
 __all__ = ["LeNetImageEncoder", "MFCCAudioEncoder", "AVDigitNet"]
 
@@ -135,17 +136,14 @@ class AVDigitNet(nn.Module):
             nn.Linear(hidden_size, num_classes),
         )
 
-    def _check(self, image: torch.Tensor, audio: torch.Tensor, available: torch.Tensor) -> None:
+    def _check(self, image: torch.Tensor, audio: torch.Tensor) -> None:
         for name, x, shape in (("image", image, self.image_shape), ("audio", audio, self.audio_shape)):
             if x.ndim != 4 or tuple(x.shape[1:]) != shape:
                 raise ValueError(f"{name} must have shape [B, {', '.join(map(str, shape))}]; got {list(x.shape)}.")
-        if image.shape[0] != audio.shape[0] or tuple(available.shape) != (image.shape[0], self.num_modalities):
+        if image.shape[0] != audio.shape[0]:
             raise ValueError(
-                f"image, audio and available must agree on the batch: got {list(image.shape)}, {list(audio.shape)} "
-                f"and available {list(available.shape)} (expected [B, {self.num_modalities}])."
+                f"image and audio must agree on the batch: got {list(image.shape)} and {list(audio.shape)}."
             )
-        if bool((~available.any(dim=1)).any()):
-            raise ValueError("every sample needs at least one available modality.")
 
     def encode(self, image: torch.Tensor, audio: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
         """Per-modality features ``[B, 2, d]``; rows of missing modalities are zeros and their inputs are never read."""
@@ -169,19 +167,19 @@ class AVDigitNet(nn.Module):
             image: ``[B, 1, 28, 28]`` images (any values where the image is missing; they are never read).
             audio: ``[B, 1, 20, 20]`` MFCCs (any values where the audio is missing; they are never read).
             available: boolean ``[B, 2]`` in ``("image", "audio")`` order; ``None`` means both modalities are present
-                for every sample (the network never guesses availability from the input values).
+                for every sample (:func:`mckd.availability.resolve_available`; the inputs carry no flags, and the
+                network never guesses availability from their values).
             modality_scale: optional ``[2]`` or ``[B, 2]`` factors applied to each modality's fused feature (the
                 meta-update's forward); gradients flow to it.
 
         Raises:
             ValueError: on wrong shapes or a sample without any available modality.
         """
-        if available is None:
-            available = torch.ones(image.shape[0], self.num_modalities, dtype=torch.bool, device=image.device)
-        available = available.to(device=image.device, dtype=torch.bool)
-        self._check(image, audio, available)
+        self._check(image, audio)
+        available = resolve_available(available, image.shape[0], self.num_modalities, image.device)
+        pairs = available_pairs(available)
         features = self.feature_tap(self.encode(image, audio, available))
-        fused = mean_fill(features, available)
+        fused = mean_fill(features, pairs)
         if modality_scale is not None:
             fused = scale_modalities(fused, modality_scale)
         return self.classifier(fused.flatten(1))

@@ -4,21 +4,20 @@ Encoder: a stride-2 stem convolution on the 1-channel modality volume (the publi
 resolution), then residual units that halve it again, all with instance norm and LeakyReLU(0.01) (MONAI
 ``Convolution`` / ``ResidualUnit``). Its deepest output is the per-modality bottleneck feature used for distillation
 and mean fill; the others are the skips. The decoder mirrors it with transposed convolutions and additive
-multi-modal skips (:class:`~mckd.networks.stages.SkipAddStage`), classifies at half resolution and upsamples the
+multi-modal skips (:class:`~mckd.networks.stages.SkipDecoder`), classifies at half resolution and upsamples the
 logits trilinearly, as the published decoder does. Nothing runs at full resolution on more than one channel, which
 keeps a 4 x 64^3 training step within about a second on two CPU threads.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from monai.networks.blocks import Convolution, ResidualUnit
 from torch import nn
 
-from mckd.networks.stages import SkipAddStage
-from mckd.networks.upsample import upsample2x_linear
+from mckd.networks.stages import SkipAddStage, SkipDecoder
 
 __all__ = ["LightEncoder", "LightDecoder"]
 
@@ -87,8 +86,9 @@ class LightEncoder(nn.Module):
         return outputs
 
 
-class LightDecoder(nn.Module):
-    """Shared decoder: fused bottleneck ``[B, M * C, *F]`` and concatenated skips -> logits at the input resolution.
+class LightDecoder(SkipDecoder):
+    """The light backbone's :class:`~mckd.networks.stages.SkipDecoder`: per level a transposed convolution, the
+    projected skip and one 3x3x3 convolution; 1x1x1 classifier at stride 2, trilinear x2 upsample.
 
     Args:
         num_modalities: number of modalities ``M`` whose features are concatenated.
@@ -100,7 +100,6 @@ class LightDecoder(nn.Module):
     """
 
     def __init__(self, num_modalities: int, out_channels: int, filters: Sequence[int] = (8, 16, 32, 64)) -> None:
-        super().__init__()
         filters = _check_filters(filters)
         stages = []
         c_deep = num_modalities * filters[-1]
@@ -126,22 +125,5 @@ class LightDecoder(nn.Module):
                 )
             )
             c_deep = c_skip
-        self.stages = nn.ModuleList(stages)
-        self.classifier = Convolution(3, filters[0], out_channels, kernel_size=1, conv_only=True)
-
-    def forward(
-        self, bottleneck: torch.Tensor, skips: list[torch.Tensor], available: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
-        """Logits from the fused bottleneck and the skips, shallow to deep (see :class:`SkipAddStage` for the forms).
-
-        Args:
-            bottleneck: fused bottleneck features ``[B, M * C, *F]``.
-            skips: concatenated filled skips ``[B, M * C_i, *S_i]``, or, with ``available``, the available pairs'
-                skips ``[n_available, C_i, *S_i]``.
-            available: boolean ``[B, M]`` mask for the second form of ``skips``.
-        """
-        x = bottleneck
-        last = len(skips) - 1
-        for i, stage in enumerate(self.stages):
-            x = stage(x, skips[last - i], available)
-        return upsample2x_linear(self.classifier(x), [True, True, True])
+        classifier = Convolution(3, filters[0], out_channels, kernel_size=1, conv_only=True)
+        super().__init__(stages, classifier, [True, True, True])

@@ -16,14 +16,11 @@ importance logits and the 512 parameters of the B6 norm).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from monai.networks.layers import Act, Norm
 from torch import nn
 
-from mckd.networks.stages import SkipAddStage
-from mckd.networks.upsample import upsample2x_linear
+from mckd.networks.stages import SkipAddStage, SkipDecoder
 from mckd.networks.ws_conv import WeightStandardizedConv3d
 
 __all__ = ["ResNetASPPEncoder", "ResNetASPPDecoder", "ASPP"]
@@ -184,8 +181,9 @@ class ResNetASPPEncoder(nn.Module):
         return outputs
 
 
-class ResNetASPPDecoder(nn.Module):
-    """Shared decoder: 4 stages of ``ConvTranspose3d(k=2, s=2)`` + projected multi-modal skip + ``BasicBlock``.
+class ResNetASPPDecoder(SkipDecoder):
+    """The published decoder as a :class:`~mckd.networks.stages.SkipDecoder`: 4 stages of ``ConvTranspose3d(k=2, s=2)``
+    + projected multi-modal skip + ``BasicBlock``.
 
     Widths 256/128/64/32; a bias-free 1x1x1 classifier and a trilinear x(1, 2, 2) upsample to the input resolution.
 
@@ -205,7 +203,6 @@ class ResNetASPPDecoder(nn.Module):
         feature_channels: int = 256,
         widths: tuple[int, ...] = (256, 128, 64, 32),
     ) -> None:
-        super().__init__()
         stages = []
         c_deep = num_modalities * feature_channels
         for c_skip, width in zip(reversed(skip_channels), widths):
@@ -217,23 +214,5 @@ class ResNetASPPDecoder(nn.Module):
                 )
             )
             c_deep = width
-        self.stages = nn.ModuleList(stages)
-        self.classifier = nn.Conv3d(c_deep, out_channels, kernel_size=1, bias=False)
+        super().__init__(stages, nn.Conv3d(c_deep, out_channels, kernel_size=1, bias=False), [False, True, True])
         _init_weights(self)
-
-    def forward(
-        self, bottleneck: torch.Tensor, skips: list[torch.Tensor], available: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
-        """Logits from the fused bottleneck and the skips, shallow to deep (see :class:`SkipAddStage` for the forms).
-
-        Args:
-            bottleneck: fused bottleneck features ``[B, M * C, *F]``.
-            skips: concatenated filled skips ``[B, M * C_i, *S_i]``, or, with ``available``, the available pairs'
-                skips ``[n_available, C_i, *S_i]``.
-            available: boolean ``[B, M]`` mask for the second form of ``skips``.
-        """
-        x = bottleneck
-        last = len(skips) - 1
-        for i, stage in enumerate(self.stages):
-            x = stage(x, skips[last - i], available)
-        return upsample2x_linear(self.classifier(x), [False, True, True])

@@ -25,11 +25,13 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from mckd.availability import unpack_available
+from mckd.availability import split_available
 from mckd.networks.checkpointing import checkpoint_blocks, remove_checkpointing
 from mckd.networks.conv import use_onednn_conv3d
 from mckd.networks.feature_tap import FeatureTap
 from mckd.networks.fusion import (
+    AvailablePairs,
+    available_pairs,
     gather_available,
     mean_fill,
     scale_modalities,
@@ -37,6 +39,7 @@ from mckd.networks.fusion import (
 )
 from mckd.networks.light import LightDecoder, LightEncoder
 from mckd.networks.resnet_aspp import ResNetASPPDecoder, ResNetASPPEncoder
+from mckd.networks.stages import SkipDecoder
 
 __all__ = ["MultiModalSegNet", "BACKBONES"]
 
@@ -85,7 +88,7 @@ class MultiModalSegNet(nn.Module):
             raise ValueError(f"out_channels must be >= 1, got {out_channels}.")
         if backbone == "light":
             encoder = LightEncoder(**backbone_options)
-            decoder: nn.Module = LightDecoder(
+            decoder: SkipDecoder = LightDecoder(
                 num_modalities, out_channels, encoder.skip_channels + [encoder.feature_channels]
             )
         elif backbone == "resnet50_aspp":
@@ -120,10 +123,12 @@ class MultiModalSegNet(nn.Module):
         """Region logits for ``x``.
 
         Args:
-            x: either ``[B, M, *S]`` with ``available`` given (training path; missing modalities' channels may hold
-                anything), or the packed ``[B, 2M, *S]`` tensor of :func:`mckd.availability.pack_available` with
-                ``available=None`` (single-tensor path for inferers, TorchScript and MONAI Label).
-            available: boolean ``[B, M]`` mask of present modalities, or ``None`` for a packed ``x``.
+            x: ``[B, M, *S]`` (missing modalities' channels may hold anything), or, with ``available=None``, the
+                packed ``[B, 2M, *S]`` tensor of :func:`mckd.availability.pack_available` (single-tensor path for
+                inferers, TorchScript and MONAI Label).
+            available: boolean ``[B, M]`` mask of present modalities. ``None``: the input says
+                (:func:`mckd.availability.split_available`): a packed ``x`` carries its flags, a plain one has every
+                modality.
             modality_scale: optional ``[M]`` or ``[B, M]`` factors applied to each modality's fused bottleneck
                 feature (the meta-update's forward); gradients flow to it.
 
@@ -132,40 +137,26 @@ class MultiModalSegNet(nn.Module):
         """
         if x.ndim != 5:
             raise ValueError(f"expected a 5D input [B, C, D, H, W]; got shape {list(x.shape)}.")
-        if available is None:
-            image, mask = unpack_available(x, self.num_modalities)
-        else:
-            if x.shape[1] != self.num_modalities:
-                raise ValueError(
-                    f"with an availability mask the input needs {self.num_modalities} channels (one per modality); "
-                    f"got shape {list(x.shape)}."
-                )
-            if available.shape != (x.shape[0], self.num_modalities):
-                raise ValueError(
-                    f"available must be [B, M] = [{x.shape[0]}, {self.num_modalities}]; got {list(available.shape)}."
-                )
-            image, mask = x, available.to(torch.bool)
+        image, mask = split_available(x, available, self.num_modalities)
         for size, stride in zip(image.shape[2:], self.total_stride):
             if size % stride != 0:
                 raise ValueError(
                     f"spatial size {list(image.shape[2:])} must be divisible by the network's total stride "
                     f"{self.total_stride}."
                 )
-        if bool((mask.sum(dim=1) == 0).any()):
-            raise ValueError("every sample needs at least one available modality.")
-
+        pairs = available_pairs(mask)
         if self.paper_exact:
-            return self._forward_paper_exact(image, mask, modality_scale)
-        encoded = self.encoder(gather_available(image.unsqueeze(2), mask))
-        bottleneck = mean_fill(self.feature_tap(scatter_available(encoded[-1], mask)), mask)
-        return self._decode(bottleneck, encoded[:-1], modality_scale, mask)
+            return self._forward_paper_exact(image, pairs, modality_scale)
+        encoded = self.encoder(gather_available(image.unsqueeze(2), pairs))
+        bottleneck = mean_fill(self.feature_tap(scatter_available(encoded[-1], pairs)), pairs)
+        return self._decode(bottleneck, encoded[:-1], modality_scale, pairs)
 
     def _forward_paper_exact(
-        self, image: torch.Tensor, mask: torch.Tensor, modality_scale: Optional[torch.Tensor]
+        self, image: torch.Tensor, pairs: AvailablePairs, modality_scale: Optional[torch.Tensor]
     ) -> torch.Tensor:
         """Published handling: zeroed missing inputs are encoded too; only the bottleneck is filled."""
         batch, num_modalities = image.shape[0], self.num_modalities
-        pair_mask = mask.reshape(batch * num_modalities, 1, 1, 1, 1)
+        pair_mask = pairs.mask.reshape(batch * num_modalities, 1, 1, 1, 1)
         volumes = image.reshape([batch * num_modalities, 1] + list(image.shape[2:]))
         features = self.encoder(torch.where(pair_mask, volumes, torch.zeros_like(volumes)))
         if torch.is_grad_enabled():
@@ -173,9 +164,9 @@ class MultiModalSegNet(nn.Module):
             features = [torch.where(pair_mask, f, f.detach()) for f in features]
         features = [f.reshape([batch, num_modalities] + list(f.shape[1:])) for f in features]
         bottleneck = features[-1]
-        feature_mask = mask.reshape(batch, num_modalities, 1, 1, 1, 1)
+        feature_mask = pairs.mask.reshape(batch, num_modalities, 1, 1, 1, 1)
         bottleneck = torch.where(feature_mask, bottleneck, torch.zeros_like(bottleneck))
-        bottleneck = mean_fill(self.feature_tap(bottleneck), mask)
+        bottleneck = mean_fill(self.feature_tap(bottleneck), pairs)
         return self._decode(bottleneck, [f.flatten(1, 2) for f in features[:-1]], modality_scale, None)
 
     def _decode(
@@ -183,13 +174,13 @@ class MultiModalSegNet(nn.Module):
         bottleneck: torch.Tensor,
         skips: list[torch.Tensor],
         modality_scale: Optional[torch.Tensor],
-        available: Optional[torch.Tensor],
+        pairs: Optional[AvailablePairs],
     ) -> torch.Tensor:
         """Scale the fused bottlenecks ``[B, M, C, *F]`` if asked and decode them with the skips.
 
-        ``skips`` are the concatenated ``[B, M * C_i, *S_i]`` tensors when ``available`` is ``None``, else the available
+        ``skips`` are the concatenated ``[B, M * C_i, *S_i]`` tensors when ``pairs`` is ``None``, else the available
         pairs' encoder outputs, mean-filled inside the decoder's projections.
         """
         if modality_scale is not None:
             bottleneck = scale_modalities(bottleneck, modality_scale)
-        return self.decoder(bottleneck.flatten(1, 2), skips, available)
+        return self.decoder(bottleneck.flatten(1, 2), skips, pairs)
