@@ -188,7 +188,7 @@ def test_inference_on_nifti_cases_with_a_missing_modality_keeps_geometry_and_ski
     output = tmp_path / "predictions"
 
     with pytest.raises(SystemExit) as exited:
-        inference(inputs, output, save_probabilities=True)
+        inference(inputs, output, save_probabilities=True, grid="same")
 
     assert exited.value.code == EXIT_CASES_SKIPPED
     summary = json.loads((output / "inference_summary.json").read_text())

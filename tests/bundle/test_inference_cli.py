@@ -1,6 +1,10 @@
 """One folder, one verdict: data preparation, bundle inference, evaluation loading and the MONAI Label app agree on
 which cases of a folder are usable; inference writes every usable case, skips the others with a reason, and never
 writes into its inputs. Through the real command lines (``python -m data_prep.brats``, ``python -m monai.bundle``).
+
+One difference is by design: modalities on different grids. Inference resamples them onto a reference modality
+(``grid: resample``, clinical inputs); data preparation, whose datalists feed training on co-registered volumes,
+reports them (``--resample-to`` writes resampled copies instead).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ USABLE = {
     "zero_t2": ["flair"],  # its T2 file is all zero: a blank placeholder, the modality is missing
     "itk_case": ["t1", "t2"],  # MetaImage and NRRD files, upper-case extension, read through ITK
 }
+#: Usable for inference (resampled onto the reference grid), reported by data preparation.
+ON_TWO_GRIDS = {"shape_mismatch": ["flair", "t2"]}
 #: Case id -> words of the reason every entry point must give.
 BROKEN = {
     "truncated": "cannot be read",
@@ -44,7 +50,6 @@ BROKEN = {
     "five_d": "is not a 3D volume",
     "dcm_gap": "misses 1 slice(s)",
     "dcm_two": "holds 2 DICOM series",
-    "shape_mismatch": "spatial shape (30, 32, 32) differs from (32, 32, 32)",
     "bad4d": "a 4D image needs 4 modality volumes last",
 }
 
@@ -144,7 +149,7 @@ def prepared(setup) -> SimpleNamespace:
 def test_inference_writes_every_usable_case_and_exits_3_naming_each_skipped_case(inferred, setup):
     assert inferred.result.returncode == EXIT_CASES_SKIPPED, inferred.result.stdout[-3000:]
     written = {item["case_id"]: item for item in inferred.summary["written"]}
-    assert {case: item["modalities"] for case, item in written.items()} == USABLE
+    assert {case: item["modalities"] for case, item in written.items()} == {**USABLE, **ON_TWO_GRIDS}
     for case in set(USABLE) - {"itk_case"}:
         prediction = nib.load(setup.root / "predictions" / f"{case}_seg.nii.gz")
         assert prediction.shape == SHAPE and np.allclose(prediction.affine, AFFINE)
@@ -155,7 +160,8 @@ def test_inference_writes_every_usable_case_and_exits_3_naming_each_skipped_case
         assert words in skipped[case] and f"case '{case}'" in skipped[case] and "(file '" in skipped[case]
         assert f"skipped case '{case}'" in inferred.result.stdout
     assert "Traceback" not in inferred.result.stdout and "ConfigExpression" not in inferred.result.stdout
-    assert f"inference summary: {len(USABLE)} case(s) written" in inferred.result.stdout
+    assert f"inference summary: {len(USABLE) + len(ON_TWO_GRIDS)} case(s) written" in inferred.result.stdout
+    assert json.loads((setup.root / "predictions" / "shape_mismatch_alignment.json").read_text())["reference"] == "flair"
 
 
 def test_inference_leaves_its_inputs_untouched(inferred, setup):
@@ -167,9 +173,10 @@ def test_data_preparation_gives_the_same_verdict_as_inference(prepared, inferred
     listed = {item["case_id"]: item for item in prepared.datalist["testing"]}
     assert {case: [m for m, a in zip(MODALITIES, item["available"]) if a] for case, item in listed.items()} == USABLE
     skipped = {item["case_id"]: item["reason"] for item in prepared.datalist["skipped"]}
-    assert sorted(skipped) == sorted(BROKEN)
+    assert sorted(skipped) == sorted([*BROKEN, *ON_TWO_GRIDS])
     for case, words in BROKEN.items():
         assert words in skipped[case]
+    assert "spatial shape (30, 32, 32) differs from (32, 32, 32)" in skipped["shape_mismatch"]
 
 
 def test_evaluation_loads_every_listed_case_as_prepared(prepared):

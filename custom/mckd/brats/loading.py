@@ -26,6 +26,7 @@ from monai.transforms import LoadImage, MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
 from mckd.availability import pack_available
+from mckd.brats.alignment import GRID_MODES, RigidLimits, align_modalities
 from mckd.brats.cases import (
     Case,
     CaseError,
@@ -118,6 +119,11 @@ class LoadModalities(Transform):
     ``available`` (optional, ``M`` booleans) marks channels to treat as missing even though data exists, e.g. the
     channels of an MSD image a user wants ignored.
 
+    Modalities on different grids (clinical scans): with ``grid="resample"`` or ``"register"`` they are brought onto
+    the grid of a reference modality (:mod:`mckd.brats.alignment`) and the output carries the reference's meta, plus
+    the :class:`~mckd.brats.alignment.AlignmentReport` as JSON under ``meta["alignment"]``; with ``grid="same"``
+    (training data, which data preparation checks) a grid mismatch is a case error.
+
     Every input is checked with :mod:`mckd.brats.cases` before use: the header (a 3D volume, or a 4D image with the
     ``M`` channels last; integer or floating-point voxels; a plausible size), a DICOM folder's slices (one series,
     evenly spaced), the voxels (no NaN/Inf), and the present modalities' grid (shape and affine within
@@ -137,11 +143,16 @@ class LoadModalities(Transform):
         dtype: dtype of the image. Default ``torch.float32``.
         zero_is_missing: treat an all-zero modality as missing, with a warning (default), instead of as a present,
             empty image.
+        grid: ``"same"`` (default: one grid required), ``"resample"`` or ``"register"`` (see above).
+        reference: the reference modality for ``resample``/``register``: ``"auto"`` (highest resolution, default) or
+            a modality key.
+        limits: the largest rigid correction ``register`` accepts (:class:`~mckd.brats.alignment.RigidLimits`).
         reader_kwargs: extra arguments for the reader (passed to ``LoadImage``).
 
     Raises:
         CaseError: naming the case and the file, for any failed check or unreadable input, and when no modality is
             present.
+        ValueError: for an unknown ``grid``, or ``resample``/``register`` with other than the BraTS modalities.
     """
 
     backend = [TransformBackends.TORCH]
@@ -153,14 +164,24 @@ class LoadModalities(Transform):
         absent_is_missing: bool = True,
         dtype: torch.dtype = torch.float32,
         zero_is_missing: bool = True,
+        grid: str = "same",
+        reference: str = "auto",
+        limits: RigidLimits | None = None,
         **reader_kwargs: Any,
     ) -> None:
+        if grid not in GRID_MODES:
+            raise ValueError(f"grid must be one of {list(GRID_MODES)}, got '{grid}'.")
+        if grid != "same" and num_modalities != len(MODALITIES):
+            raise ValueError(f"grid '{grid}' aligns the {len(MODALITIES)} BraTS modalities; got {num_modalities}.")
         # dtype=None keeps the stored voxel type, so complex or boolean files are seen before any cast
         self.loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=None, **reader_kwargs)
         self.num_modalities = num_modalities
         self.absent_is_missing = absent_is_missing
         self.dtype = dtype
         self.zero_is_missing = zero_is_missing
+        self.grid = grid
+        self.reference = reference
+        self.limits = limits or RigidLimits()
 
     def __call__(
         self,
@@ -180,18 +201,26 @@ class LoadModalities(Transform):
         present = [m for m, img in enumerate(loaded) if img is not None]
         if not present:
             raise CaseError(case_id, "no modality is present (every entry is missing, absent or all zero).")
-        ref = loaded[present[0]]
-        for m in present[1:]:
-            other = loaded[m]
-            check_geometry(
-                case_id, (_describe(ref), ref.shape[1:], ref.affine), (_describe(other), other.shape[1:], other.affine)
-            )
+        report = None
+        if self.grid == "same":
+            ref = loaded[present[0]]
+            for m in present[1:]:
+                other = loaded[m]
+                check_geometry(
+                    case_id, (_describe(ref), ref.shape[1:], ref.affine), (_describe(other), other.shape[1:], other.affine)
+                )
+        else:
+            loaded, report = align_modalities(loaded, self.grid, self.reference, case_id, self.limits)
+            ref = loaded[MODALITIES.index(report.reference)]
         image = torch.zeros((self.num_modalities, *ref.shape[1:]), dtype=self.dtype)
         for m in present:
             image[m] = loaded[m][0].as_tensor().to(self.dtype)
         mask = torch.zeros(self.num_modalities, dtype=torch.bool)
         mask[present] = True
-        return self._with_meta(image, ref, case_id), mask
+        out = self._with_meta(image, ref, case_id)
+        if report is not None:
+            out.meta["alignment"] = report.to_json()
+        return out, mask
 
     def _wanted(self, available: Sequence[bool] | torch.Tensor | None, case_id: str | None) -> list[bool]:
         if available is None:
@@ -261,6 +290,10 @@ class LoadModalitiesd(MapTransform):
         absent_is_missing: see :class:`LoadModalities`.
         dtype: see :class:`LoadModalities`.
         zero_is_missing: see :class:`LoadModalities`.
+        grid: see :class:`LoadModalities`.
+        reference: see :class:`LoadModalities`.
+        alignment_key: where the alignment report (JSON) is written when the modalities were aligned. Default
+            ``"alignment"``.
         allow_missing_keys: don't raise when a key is missing.
         reader_kwargs: see :class:`LoadModalities`.
     """
@@ -277,6 +310,9 @@ class LoadModalitiesd(MapTransform):
         absent_is_missing: bool = True,
         dtype: torch.dtype = torch.float32,
         zero_is_missing: bool = True,
+        grid: str = "same",
+        reference: str = "auto",
+        alignment_key: str = "alignment",
         allow_missing_keys: bool = False,
         **reader_kwargs: Any,
     ) -> None:
@@ -285,12 +321,15 @@ class LoadModalitiesd(MapTransform):
             raise ValueError(f"LoadModalitiesd loads one image key (the mask key is shared), got {self.keys}.")
         self.available_key = available_key
         self.case_id_key = case_id_key
+        self.alignment_key = alignment_key
         self.loader = LoadModalities(
             reader=reader,
             num_modalities=num_modalities,
             absent_is_missing=absent_is_missing,
             dtype=dtype,
             zero_is_missing=zero_is_missing,
+            grid=grid,
+            reference=reference,
             **reader_kwargs,
         )
 
@@ -299,6 +338,8 @@ class LoadModalitiesd(MapTransform):
         case_id = d.get(self.case_id_key)
         for key in self.key_iterator(d):
             d[key], d[self.available_key] = self.loader(d[key], available=d.get(self.available_key), case_id=case_id)
+            if "alignment" in d[key].meta:
+                d[self.alignment_key] = d[key].meta["alignment"]
         return d
 
 

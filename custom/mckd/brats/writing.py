@@ -1,10 +1,12 @@
-"""Writing one prediction per case, atomically and never over or into the inputs."""
+"""Writing one prediction per case (and, for aligned inputs, its report and copies on each input's grid), atomically
+and never over or into the inputs."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,19 @@ from monai.config import KeysCollection, PathLike
 from monai.data import MetaTensor, NibabelWriter
 from monai.transforms import MapTransform, Transform
 
+from mckd.brats.alignment import AlignmentReport, to_native_grid
 from mckd.brats.cases import CaseError
-from mckd.fileio import atomic_path, ensure_not_input
+from mckd.fileio import atomic_path, ensure_not_input, write_json_atomic
 
-__all__ = ["check_output_dir", "prediction_path", "SaveCasePrediction", "SaveCasePredictiond"]
+__all__ = [
+    "CaseWriterd",
+    "check_output_dir",
+    "prediction_path",
+    "SaveCasePrediction",
+    "SaveCasePredictiond",
+    "SaveAlignmentd",
+    "SaveOnNativeGridsd",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +122,25 @@ class SaveCasePrediction(Transform):
         return target
 
 
-class SaveCasePredictiond(MapTransform):
+class CaseWriterd(MapTransform):
+    """Base of the transforms that write a case's outputs from a bundle's postprocessing.
+
+    An application that returns predictions itself (MONAI Label's infer tasks) drops every transform of this type
+    from the bundle's postprocessing, as MONAI Label drops ``SaveImaged``.
+    """
+
+
+def _protected_inputs(data: Mapping[Hashable, Any], key: Hashable, inputs_key: str) -> list[str]:
+    """The input paths an output must not overwrite: ``data[inputs_key]`` and the file named in ``data[key]``'s meta."""
+    inputs = data.get(inputs_key)
+    paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs or [])
+    meta = getattr(data[key], "meta", None) or {}
+    if meta.get("filename_or_obj"):
+        paths.append(str(meta["filename_or_obj"]))
+    return [str(p) for p in paths if p is not None]
+
+
+class SaveCasePredictiond(CaseWriterd):
     """Dictionary wrapper of :class:`SaveCasePrediction`.
 
     The case id is ``data[case_id_key]`` (or the ``case_id`` that :class:`LoadModalitiesd` put in the meta); the
@@ -152,11 +181,83 @@ class SaveCasePredictiond(MapTransform):
             case_id = d.get(self.case_id_key) or meta.get("case_id")
             if not case_id:
                 raise ValueError(f"no case id under '{self.case_id_key}' or in the meta of '{key}'.")
-            inputs = d.get(self.inputs_key)
-            inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs or [])
-            if meta.get("filename_or_obj"):
-                inputs.append(str(meta["filename_or_obj"]))
-            path = self.saver(d[key], str(case_id), inputs)
+            path = self.saver(d[key], str(case_id), _protected_inputs(d, key, self.inputs_key))
             if self.path_key is not None:
                 d[self.path_key] = str(path)
+        return d
+
+
+class SaveAlignmentd(CaseWriterd):
+    """Write a case's alignment report (:class:`~mckd.brats.alignment.AlignmentReport`) beside its prediction.
+
+    ``<output_dir>/<case_id>_alignment.json``, written atomically, when the case's modalities were aligned (the report
+    that :class:`~mckd.brats.loading.LoadModalitiesd` stored under ``alignment_key``); nothing otherwise.
+
+    Args:
+        output_dir: the output folder.
+        alignment_key: key of the report (JSON text). Default ``"alignment"``.
+        case_id_key: key of the case id. Default ``"case_id"``.
+    """
+
+    def __init__(self, output_dir: PathLike, alignment_key: str = "alignment", case_id_key: str = "case_id") -> None:
+        super().__init__(keys=alignment_key, allow_missing_keys=True)
+        self.output_dir = Path(output_dir)
+        self.alignment_key = alignment_key
+        self.case_id_key = case_id_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        report = d.get(self.alignment_key)
+        if report:
+            report = AlignmentReport.from_json(report)
+            target = prediction_path(self.output_dir, str(d[self.case_id_key]), postfix="_alignment", ext=".json")
+            write_json_atomic(target, asdict(report))
+        return d
+
+
+class SaveOnNativeGridsd(CaseWriterd):
+    """Also write a case's label map on every input modality's own grid, for overlaying it on each series.
+
+    ``<output_dir>/<case_id><postfix>_<modality>.nii.gz``, resampled with nearest neighbour from the reference grid
+    (:func:`mckd.brats.alignment.to_native_grid`, undoing any registration). Needs the alignment report; a case whose
+    modalities were not aligned has only the reference grid, and nothing more is written.
+
+    Args:
+        keys: the label map key.
+        output_dir: the output folder.
+        postfix: the prediction's postfix. Default ``"_seg"``.
+        alignment_key: key of the report (JSON text). Default ``"alignment"``.
+        case_id_key: key of the case id. Default ``"case_id"``.
+        inputs_key: key of the case's input paths (protected from overwriting, as the file named in the label
+            map's meta). Default ``"inputs"``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: PathLike,
+        postfix: str = "_seg",
+        alignment_key: str = "alignment",
+        case_id_key: str = "case_id",
+        inputs_key: str = "inputs",
+    ) -> None:
+        super().__init__(keys)
+        self.output_dir = Path(output_dir)
+        self.postfix = postfix
+        self.alignment_key = alignment_key
+        self.case_id_key = case_id_key
+        self.inputs_key = inputs_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        report = d.get(self.alignment_key)
+        if not report:
+            return d
+        report = AlignmentReport.from_json(report)
+        case_id = str(d[self.case_id_key])
+        for key in self.key_iterator(d):
+            inputs = _protected_inputs(d, key, self.inputs_key)
+            for modality, grid in report.modalities.items():
+                saver = SaveCasePrediction(self.output_dir, postfix=f"{self.postfix}_{modality}")
+                saver(to_native_grid(d[key], grid), case_id, inputs)
         return d

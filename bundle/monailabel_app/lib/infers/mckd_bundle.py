@@ -6,29 +6,36 @@ What it changes in :class:`monailabel.tasks.infer.bundle.BundleInferTask` (and w
   trained with the CPU configuration), as ``python -m monai.bundle run --config_file "[a, b]"`` does;
 - names the labels of the label map the bundle writes (``post_processed_outputs`` in the metadata: 1 / 2 / 4) instead
   of the network's raw region channels (``outputs``: ET / TC / WT as channels 0 / 1 / 2);
-- drops the bundle's own writer (:class:`mckd.brats.io.SaveCasePredictiond`, which needs a case id and writes into the
-  bundle folder) besides ``SaveImaged``; MONAI Label writes and returns the label map itself;
+- drops the bundle's own writers (:class:`mckd.brats.writing.CaseWriterd`: the prediction, the alignment report, the
+  copies on each input's grid; they need a case id and write into the bundle folder) besides ``SaveImaged``; MONAI
+  Label writes and returns the label map itself;
 - gives the bundle's loader a case id and the modality selection of the request (parameter ``modalities``; the
   loader itself treats an all-zero channel of the 4D image as a missing modality), and reports the modalities used
   in the result JSON;
-- loads the weights strictly, so a checkpoint of another backbone fails instead of serving random weights.
+- loads the weights strictly and through :func:`mckd.checkpoints.load_objects` (``weights_only=True``, checked before
+  anything is loaded), so a checkpoint of another backbone, a truncated or a code-carrying file fails with a message
+  naming the file and the cause instead of serving random weights or PyTorch's bare error.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, SaveImaged
 from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
 
 from lib.transforms import CaseIdFromPathd, ReportModalitiesd, SelectModalitiesd
-from mckd.brats.io import SaveCasePredictiond
-from mckd.brats.transforms import LoadModalitiesd, RegionsToLabeld
+from mckd.brats.labels import RegionsToLabeld
+from mckd.brats.loading import LoadModalitiesd
+from mckd.brats.writing import CaseWriterd
+from mckd.checkpoints import load_objects
 
 __all__ = ["MCKDBundleConstants", "MCKDBundleInferTask", "post_processed_labels"]
 
@@ -98,7 +105,7 @@ class MCKDBundleInferTask(BundleInferTask):
             conf,
             const=MCKDBundleConstants(config_files),
             type="segmentation",
-            post_filter=[SaveImaged, SaveCasePredictiond],
+            post_filter=[SaveImaged, CaseWriterd],
             load_strict=True,
             **kwargs,
         )
@@ -158,3 +165,26 @@ class MCKDBundleInferTask(BundleInferTask):
         """The bundle's postprocessing without its writers, MONAI Label's ``Restored``, and the modalities report."""
         post = list(super().post_transforms(data))
         return [*post, ReportModalitiesd(result_key=self.output_json_key)]
+
+    def _get_network(self, device: str, data: dict[str, Any] | None) -> Any:
+        """The network with the checkpoint's weights, cached per device until the file changes (as MONAI Label does).
+
+        Differs from :meth:`BasicInferTask._get_network` only in how a ``.pt`` checkpoint is read: with
+        :func:`mckd.checkpoints.load_objects`. TorchScript models and a request's own ``model_filename`` go to MONAI
+        Label's method.
+
+        Raises:
+            CheckpointError: when the checkpoint is corrupted, holds a pickled object or does not fit the network.
+        """
+        path = self.get_path()
+        if self.network is None or not path or (data and self._config.get("model_filename")):
+            return super()._get_network(device, data)
+        modified = os.stat(path).st_mtime
+        cached = self._networks.get(device)
+        if cached and cached[1] == modified:
+            return cached[0]
+        network = copy.deepcopy(self.network).to(torch.device(device))
+        load_objects({self.model_state_dict: network}, path, map_location=torch.device(device), strict=self.load_strict)
+        network.train(self.train_mode)
+        self._networks[device] = (network, modified)
+        return network
