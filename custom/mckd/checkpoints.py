@@ -124,17 +124,17 @@ def load_checkpoint(path: PathLike, map_location: Any = None) -> dict[str, Any]:
     except pickle.UnpicklingError as err:
         refused = _GLOBAL.search(str(err))
         if refused is None:
-            raise CheckpointError(path, _unreadable(path)) from err
+            raise CheckpointError(path, _unreadable(path)) from None
         raise CheckpointError(
             path,
             f"was refused: torch.load(weights_only=True) refused a non-tensor object ({refused.group(1)}). "
             "Unpickling it could run code from the file; only state dicts of tensors and plain values are loaded. "
             "If you trust the file, re-save its state dicts with torch.save(model.state_dict(), ...).",
-        ) from err
+        ) from None  # PyTorch's own message advises weights_only=False, which would run the file's code
     except OSError as err:
         raise CheckpointError(path, f"cannot be read: {err.strerror or err}.") from err
-    except Exception as err:  # noqa: BLE001 - any failure to decode the file (EOFError, KeyError, IndexError, ...)
-        raise CheckpointError(path, _unreadable(path)) from err
+    except Exception:  # noqa: BLE001 - any failure to decode the file (EOFError, KeyError, IndexError, ...)
+        raise CheckpointError(path, _unreadable(path)) from None  # the cause is named; PyTorch's error adds nothing
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(path, f"holds a {type(checkpoint).__name__}, not a dictionary of state dicts.")
     return dict(checkpoint)

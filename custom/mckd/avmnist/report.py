@@ -17,6 +17,7 @@ from monai.data import DataLoader, Dataset
 from torch import nn
 
 from mckd.availability import all_subsets, subset_name
+from mckd.checkpoints import CheckpointError, load_objects
 from mckd.distillation import ModalityImportance
 from mckd.fileio import write_json_atomic, write_text_atomic
 
@@ -32,21 +33,24 @@ CSV_COLUMNS: tuple[str, ...] = ("inputs", "accuracy", "correct", "num_samples")
 def load_checkpoint(
     path: str | Path, network: nn.Module, importance: Optional[ModalityImportance], device: torch.device | str
 ) -> None:
-    """Load ``model`` (and ``importance`` when given and saved) from a MONAI ``CheckpointSaver`` file.
+    """Load ``model`` (and ``importance`` when given) from a checkpoint of the bundle's training.
+
+    Goes through :func:`mckd.checkpoints.load_objects` (``weights_only=True``, everything checked before anything is
+    loaded).
 
     Raises:
-        FileNotFoundError: when ``path`` does not exist, with the command that produces it.
-        KeyError: when the checkpoint holds no ``model`` entry.
+        CheckpointError: naming the file, when it does not exist (with the command that produces it), is corrupted,
+            holds a pickled object, lacks the ``model`` / ``importance`` entry or does not fit the network.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' not found: train first (python -m monai.bundle run --config_file configs/train.json).")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if "model" not in state:
-        raise KeyError(f"checkpoint '{path}' has no 'model' entry (keys: {sorted(state)}).")
-    network.load_state_dict(state["model"])
-    if importance is not None and "importance" in state:
-        importance.load_state_dict(state["importance"])
+    if not path.exists():
+        raise CheckpointError(
+            path, "does not exist: train first (python -m monai.bundle run --config_file configs/train.json)."
+        )
+    objects: dict[str, Any] = {"model": network}
+    if importance is not None:
+        objects["importance"] = importance
+    load_objects(objects, path, map_location=device)
 
 
 class SubsetAccuracyReport:
