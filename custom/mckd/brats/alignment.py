@@ -60,7 +60,7 @@ GRID_MODES: tuple[str, ...] = ("same", "resample", "register")
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: Shrink factors of the registration's resolution levels, and the metric samples drawn per level.
 _SHRINK = (4, 2, 1)
-_SAMPLES = 100_000
+_SAMPLES = 30_000
 
 
 @dataclass(frozen=True)
