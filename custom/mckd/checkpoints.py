@@ -89,11 +89,14 @@ class CheckpointError(ValueError):
 
 def _unreadable(path: Path) -> str:
     """Why ``torch.load`` could not read ``path``, from its size and first bytes."""
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError as err:
+        return f"cannot be read: {err.strerror or err}."
     if size == 0:
         return "is empty (0 bytes), e.g. left by a save that was interrupted."
-    with open(path, "rb") as handle:
-        head = handle.read(64)
     if head.startswith(_ZIP_MAGIC):
         return f"is truncated or corrupted: an incomplete or damaged PyTorch zip archive ({size} bytes)."
     if head.startswith(_PICKLE_MAGIC):
@@ -131,8 +134,6 @@ def load_checkpoint(path: PathLike, map_location: Any = None) -> dict[str, Any]:
             "Unpickling it could run code from the file; only state dicts of tensors and plain values are loaded. "
             "If you trust the file, re-save its state dicts with torch.save(model.state_dict(), ...).",
         ) from None  # PyTorch's own message advises weights_only=False, which would run the file's code
-    except OSError as err:
-        raise CheckpointError(path, f"cannot be read: {err.strerror or err}.") from err
     except Exception:  # noqa: BLE001 - any failure to decode the file (EOFError, KeyError, IndexError, ...)
         raise CheckpointError(path, _unreadable(path)) from None  # the cause is named; PyTorch's error adds nothing
     if not isinstance(checkpoint, Mapping):
