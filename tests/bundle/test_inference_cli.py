@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from monai.transforms import LoadImage
 
 from mckd.brats.cases import CaseError
 from mckd.brats.conventions import MODALITIES
@@ -231,3 +232,32 @@ def test_a_missing_input_path_is_one_error_line_and_exit_2(bundle, setup):
     result = _infer(bundle, setup, setup.root / "nope", setup.root / "nope_predictions")
     assert result.returncode == EXIT_USAGE and "Traceback" not in result.stdout
     assert f"error: input path '{setup.root / 'nope'}' does not exist." in result.stdout
+
+
+def test_a_dicom_case_with_series_of_different_geometries_is_predicted_on_the_reference_and_each_series_grid(
+    bundle, setup
+):
+    patient = setup.root / "clinical" / "patient9"
+    t1ce = bundle.write_dicom_series(patient / "T1CE", _volume(20).astype(np.int16), (1.0, 1.0, 1.0))
+    thick = _volume(21)[4:28, :, ::3].astype(np.int16)  # FLAIR: 3 mm slices over a narrower field of view
+    flair = bundle.write_dicom_series(patient / "FLAIR", thick, (1.0, 1.0, 3.0), (-4.0, 0.0, 0.0))
+    output = setup.root / "clinical_predictions"
+    command = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", json.dumps(bundle.config_files("inference.json", "cpu_small.json")),
+        "--bundle_root", str(setup.bundle_root), "--dataset_dir", str(patient.parent), "--output_dir", str(output),
+        "--sw_roi_size", "[32, 32, 32]", "--num_workers", "0", "--save_native_grids", "true",
+    ]
+    result = subprocess.run(command, cwd=bundle.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert result.returncode == EXIT_OK, result.stdout[-3000:]
+    report = json.loads((output / "patient9_alignment.json").read_text())
+    assert report["reference"] == "t1ce" and report["modalities"]["flair"]["resampled"]
+    assert report["modalities"]["flair"]["shape"] == [24, 32, 11]
+    reference = LoadImage(image_only=True)(str(t1ce))
+    seg = nib.load(output / "patient9_seg.nii.gz")
+    assert seg.shape == SHAPE and np.allclose(seg.affine, reference.affine, atol=1e-4)
+    on_flair = nib.load(output / "patient9_seg_flair.nii.gz")
+    flair_grid = LoadImage(image_only=True)(str(flair))
+    assert on_flair.shape == tuple(flair_grid.shape) and np.allclose(on_flair.affine, flair_grid.affine, atol=1e-4)
+    assert nib.load(output / "patient9_seg_t1ce.nii.gz").shape == SHAPE
+    assert "onto the t1ce grid: resampled from shape [24, 32, 11]" in result.stdout
