@@ -4,6 +4,7 @@ Usage::
 
     python -m data_prep.brats --root DIR --out datalist.json [--layout auto|brats2018|brats2021|brats2023|msd]
         [--split paper|kfold:K:I|ratio:R] [--seed S] [--strict] [--allow-missing-modalities] [--jobs N]
+        [--resample-to MODALITY [--resampled-dir DIR]]
 
 Cases are found and checked by the BraTS case model (:mod:`mckd.brats.cases`), reading each case as training and
 inference do (:func:`mckd.brats.loading.check_case`): missing, unreadable or corrupt files, wrong dimensionality, data
@@ -37,6 +38,7 @@ from mckd.brats.conventions import LAYOUTS, MODALITIES
 from mckd.brats.loading import CaseVerdict, LoadModalities, check_case
 from mckd.fileio import ensure_not_input, write_json_atomic
 
+from ._brats_resample import resample_case
 from ._brats_splits import SplitSpec, split_cases
 
 __all__ = ["EXIT_OK", "EXIT_STRICT", "EXIT_USAGE", "PreparationError", "Preparation", "prepare_datalist", "main"]
@@ -130,6 +132,22 @@ def _check_all(cases: Sequence[Case], allow_missing: bool, jobs: int) -> list[Ca
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         results = pool.map(check, cases)
         return list(tqdm(results, total=len(cases), desc="checking cases", unit="case", disable=None, leave=False))
+
+
+def _resample_all(
+    cases: Sequence[Case], reference: str, folder: Path, jobs: int
+) -> tuple[list[Case], list[CaseError]]:
+    """Each case on the grid of its ``reference`` modality (copies under ``folder`` where needed), and the failures."""
+
+    def resample(case: Case) -> Case | CaseError:
+        try:
+            return resample_case(case, reference, folder)
+        except CaseError as err:
+            return err
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = list(tqdm(pool.map(resample, cases), total=len(cases), desc="resampling", unit="case", disable=None))
+    return [r for r in results if isinstance(r, Case)], [r for r in results if isinstance(r, CaseError)]
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -245,10 +263,19 @@ def _check_output(out: Path, root: Path, cases: Sequence[Case]) -> None:
     if out.is_dir():
         raise ValueError(f"--out '{out}' is a folder; give the datalist's file name.")
     ensure_not_input(out, [root / "dataset.json", *(path for case in cases for path in case.inputs)])
-    if root.resolve() in out.resolve().parents:
+    _check_outside(out, root, "--out")
+
+
+def _check_outside(path: Path, root: Path, flag: str) -> None:
+    """Refuse an output path that is, or lies inside, the dataset folder.
+
+    Raises:
+        ValueError: naming the option and the folder.
+    """
+    if path.resolve() == root.resolve() or root.resolve() in path.resolve().parents:
         raise ValueError(
-            f"--out '{out}' lies inside the dataset folder '{root}'; write the datalist outside it (inputs are never "
-            "written into), e.g. into a sibling 'lists' folder."
+            f"{flag} '{path}' lies inside the dataset folder '{root}'; write outside it (inputs are never written "
+            "into), e.g. into a sibling 'lists' folder."
         )
 
 
@@ -261,6 +288,8 @@ def prepare_datalist(
     strict: bool = False,
     allow_missing_modalities: bool = False,
     jobs: int = 1,
+    resample_to: str | None = None,
+    resampled_dir: str | Path | None = None,
 ) -> Preparation:
     """Check every case under ``root`` and write the datalist ``out``.
 
@@ -275,6 +304,10 @@ def prepare_datalist(
             ``available`` (four booleans in ``MODALITIES`` order) and absent files keep their expected path in
             ``image``.
         jobs: number of threads checking cases.
+        resample_to: a modality key (or ``"auto"``): cases whose modalities or label do not share that modality's
+            grid are resampled onto it and written as copies (:mod:`data_prep._brats_resample`); None (default)
+            reports such cases instead.
+        resampled_dir: where the copies go; default ``resampled/`` beside the datalist. Never inside ``root``.
 
     Raises:
         PreparationError: with ``status`` :data:`EXIT_STRICT` (strict and problems) or :data:`EXIT_USAGE` (usage
@@ -288,10 +321,18 @@ def prepare_datalist(
     except ValueError as err:
         raise PreparationError(str(err), EXIT_USAGE) from err
     layout, cases, found_problems = _find(root, layout)
+    copies = Path(resampled_dir) if resampled_dir is not None else out.parent / "resampled"
     try:
         _check_output(out, root, cases)
+        if resample_to is not None:
+            if resample_to != "auto" and resample_to not in MODALITIES:
+                raise ValueError(f"--resample-to must be auto or one of {', '.join(MODALITIES)}, got '{resample_to}'.")
+            _check_outside(copies, root, "--resampled-dir")
     except ValueError as err:
         raise PreparationError(str(err), EXIT_USAGE) from err
+    if resample_to is not None:
+        cases, failed = _resample_all(cases, resample_to, copies, jobs)
+        found_problems = [*found_problems, *failed]
     verdicts = _check_all(cases, allow_missing_modalities, jobs)
     problems = tuple(found_problems) + tuple(v.problem for v in verdicts if v.problem is not None)
     usable = [v for v in verdicts if v.problem is None]
@@ -335,6 +376,13 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-missing-modalities", action="store_true", help="keep cases with absent modality files"
     )
     parser.add_argument("--jobs", type=int, default=1, help="threads checking cases (default 1)")
+    parser.add_argument(
+        "--resample-to",
+        metavar="MODALITY",
+        help="resample cases whose modalities lie on different grids onto this modality's grid (or auto: the "
+        "highest-resolution one), written as copies; default: report such cases",
+    )
+    parser.add_argument("--resampled-dir", type=Path, help="folder of the resampled copies (default: beside --out)")
     return parser
 
 
@@ -344,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = prepare_datalist(
             args.root, args.out, args.layout, args.split, args.seed, args.strict, args.allow_missing_modalities,
-            args.jobs,
+            args.jobs, args.resample_to, args.resampled_dir,
         )
     except PreparationError as err:
         if err.problems:

@@ -283,3 +283,38 @@ def test_labelled_cases_of_two_label_conventions_are_refused_as_a_whole(tmp_path
     shutil.move(str(other), str(root / "release2023"))
     assert main(["--root", str(root), "--out", str(tmp_path / "out" / "d.json")]) == EXIT_USAGE
     assert "mixes labelled cases of the layouts brats2021, brats2023, whose label conventions differ" in caplog.text
+
+
+def test_resample_to_writes_copies_of_a_case_on_two_grids_and_leaves_the_inputs_untouched(tmp_path, make_dataset):
+    root, written = make_dataset("brats2021", n_cases=4)
+    case = written[0]
+    flair = case.images["flair"]
+    volume = np.asarray(nib.load(flair).dataobj)[:, :, ::3]
+    thick = brats_affine(SHAPE)
+    thick[:3, 2] *= 3
+    _rewrite(flair, volume, thick)  # FLAIR at 1 x 1 x 3 mm, the other modalities and the label at 1 mm
+    before = _digest(root)
+    out = tmp_path / "lists" / "d.json"
+    assert main(["--root", str(root), "--out", str(out)]) == EXIT_OK
+    skipped = json.loads(out.read_text())["skipped"]
+    assert [s["case_id"] for s in skipped] == [case.case_id] and "spatial shape" in skipped[0]["reason"]
+
+    assert main(["--root", str(root), "--out", str(out), "--resample-to", "t1ce"]) == EXIT_OK
+    datalist = json.loads(out.read_text())
+    items = {item["case_id"]: item for key in ("training", "meta_validation", "validation") for item in datalist[key]}
+    assert datalist["skipped"] == [] and sorted(items) == sorted(c.case_id for c in written)
+    copied = items[case.case_id]
+    assert all(path.startswith(f"resampled/{case.case_id}/") for path in copied["image"])
+    assert copied["label"].endswith(f"{case.case_id}/{case.case_id}_seg.nii.gz") and "resampled" not in copied["label"]
+    assert not any("resampled" in path for path in items[written[1].case_id]["image"])
+    resampled = nib.load(out.parent / copied["image"][0])
+    assert resampled.shape == SHAPE and np.allclose(resampled.affine, brats_affine(SHAPE))
+    assert _digest(root) == before
+
+
+def test_resampled_copies_inside_the_dataset_are_refused(tmp_path, make_dataset, caplog):
+    root, _ = make_dataset("brats2021", n_cases=2)
+    argv = ["--root", str(root), "--out", str(tmp_path / "d.json"), "--resample-to", "t1ce"]
+    assert main([*argv, "--resampled-dir", str(root / "copies")]) == EXIT_USAGE
+    assert "--resampled-dir" in caplog.text and "lies inside the dataset folder" in caplog.text
+    assert main([*argv[:-1], "pd"]) == EXIT_USAGE and "--resample-to must be auto or one of" in caplog.text
