@@ -1,11 +1,10 @@
-"""Checks of what a user hands a bundle run: command-line override keys, modality subsets, datalist items.
+"""Checks of what a user hands a bundle run on its command line: override keys and modality subsets.
 
 MONAI's ``python -m monai.bundle run`` merges every ``--key value`` pair into the config: a misspelt key
 (``--output_convension brats2023``) only adds an entry nobody reads, and the run goes on with the default. Its
 command line is parsed by ``fire``, which turns the JSON words of ``--eval_subsets "[[true,false,true,false]]"`` into
-the strings ``'true'`` / ``'false'`` (all truthy). And a datalist item without a label, or with an ``available``
-entry that is not one boolean per modality, used to fail only when the first batch was loaded. Each check here turns
-such input into a message at start that names the key, the value or the datalist item:
+the strings ``'true'`` / ``'false'`` (all truthy). Each check here turns such input into a message at start that
+names the key or the value (datalist items are checked by :func:`mckd.brats.datalist.load_datalist`):
 
 - :func:`check_command_line` (first entry of every bundle config's ``initialize``): every override key of the running
   ``python -m monai.bundle run`` command line (``--key``, ``--key=value``, and the keys of ``--args_file``) must name
@@ -13,11 +12,10 @@ such input into a message at start that names the key, the value or the datalist
   ``--network_def#activation_checkpointing true``); otherwise the run stops (exit status 2) naming the key and the
   closest existing ones. MONAI keeps no record of the overrides it merged, so the check reads ``sys.argv`` and is
   active only in a ``monai.bundle run`` process (not when a ``ConfigWorkflow`` is built from Python). It also makes
-  the foreseeable errors of :data:`BRIEF_ERRORS` (a bad checkpoint, datalist or setting) end the run with their
+  the foreseeable errors of :data:`BRIEF_ERRORS` (a bad checkpoint, datalist, setting or case) end the run with their
   message as the one last line on stderr, instead of MONAI's traceback that ends in ``Failed to evaluate
   ConfigExpression`` (exit status 1 either way; ``MCKD_TRACEBACK=1`` prints the traceback as well).
 - :func:`parse_subsets`: the documented forms of ``eval_subsets``, anything else refused.
-- :func:`load_labelled_datalist`: :func:`mckd.brats.datalist.load_datalist` plus the checks of items that need labels.
 """
 
 from __future__ import annotations
@@ -38,7 +36,8 @@ from monai.bundle import ConfigParser
 from monai.bundle.scripts import run as bundle_run
 from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
 
-from mckd.brats.datalist import DatalistError, load_datalist
+from mckd.brats.cases import CaseError
+from mckd.brats.datalist import DatalistError
 from mckd.checkpoints import CheckpointError
 
 __all__ = [
@@ -50,13 +49,11 @@ __all__ = [
     "check_overrides",
     "check_command_line",
     "parse_subsets",
-    "check_datalist_items",
-    "load_labelled_datalist",
+    "error_in_chain",
 ]
 
 logger = logging.getLogger(__name__)
 
-PathLike = str | os.PathLike
 #: Arguments of ``monai.bundle run`` itself; every other ``--key`` is a config override.
 RUN_ARGUMENTS: frozenset[str] = frozenset(inspect.signature(bundle_run).parameters) - {"override"}
 #: What ``fire`` treats as a flag (``--key``, ``-k``), so that the next token is not a value.
@@ -71,7 +68,7 @@ class SettingError(ValueError):
 
 
 #: Errors whose message says all a user needs: reported as one line by :func:`check_command_line`.
-BRIEF_ERRORS: tuple[type[BaseException], ...] = (CheckpointError, DatalistError, SettingError)
+BRIEF_ERRORS: tuple[type[BaseException], ...] = (CheckpointError, DatalistError, SettingError, CaseError)
 
 
 def _is_bundle_run(argv: Sequence[str]) -> bool:
@@ -184,11 +181,15 @@ def check_overrides(argv: Sequence[str]) -> None:
         raise SystemExit(2)
 
 
-def _brief_error(error: Optional[BaseException]) -> Optional[BaseException]:
-    """The first error of :data:`BRIEF_ERRORS` in the chain of ``error`` (MONAI wraps them in ``RuntimeError``)."""
+def error_in_chain(error: Optional[BaseException], types: tuple[type[BaseException], ...]) -> Optional[BaseException]:
+    """The first error of ``types`` in the cause/context chain of ``error``.
+
+    MONAI re-raises a transform's or a config component's error as the cause of a ``RuntimeError``; the user's
+    error is found behind it.
+    """
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, BRIEF_ERRORS):
+        if isinstance(error, types):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
@@ -197,7 +198,7 @@ def _brief_error(error: Optional[BaseException]) -> Optional[BaseException]:
 
 def _report_briefly(kind: type[BaseException], error: BaseException, trace: Any, previous: Any) -> None:
     """``sys.excepthook``: one line for a foreseeable error (after the traceback with ``MCKD_TRACEBACK=1``)."""
-    brief = _brief_error(error)
+    brief = error_in_chain(error, BRIEF_ERRORS)
     if brief is None or os.environ.get("MCKD_TRACEBACK"):
         previous(kind, error, trace)
     if brief is not None:
@@ -303,77 +304,3 @@ def parse_subsets(value: Any, modality_names: Sequence[str]) -> Optional[list[tu
             raise SettingError(f"eval_subsets: subset {index} ({subset!r}) is listed twice.")
         subsets.append(parsed)
     return subsets
-
-
-def _item_problem(item: Mapping[str, Any], num_modalities: int, label_key: Optional[str], available_key: str) -> str:
-    """What keeps a datalist item from being used for training or evaluation ('' when nothing)."""
-    if label_key is not None and not item.get(label_key):
-        return f"has no '{label_key}' (training and evaluation lists need a label map per case)"
-    image = item.get("image")
-    if isinstance(image, (list, tuple)) and len(image) != num_modalities:
-        return f"lists {len(image)} image files, expected one per modality ({num_modalities}) or one 4D file"
-    if available_key not in item:
-        return ""
-    available = item[available_key]
-    if (
-        not isinstance(available, (list, tuple))
-        or len(available) != num_modalities
-        or not all(isinstance(flag, bool) for flag in available)
-    ):
-        return f"has '{available_key}': {available!r}; it must be a list of {num_modalities} booleans (true / false)"
-    if not any(available):
-        return f"has '{available_key}' false for every modality; at least one must be available"
-    return ""
-
-
-def check_datalist_items(
-    items: Sequence[Mapping[str, Any]],
-    path: PathLike,
-    key: str,
-    num_modalities: int,
-    label_key: Optional[str] = "label",
-    available_key: str = "available",
-) -> list[Mapping[str, Any]]:
-    """Check every item of a datalist split that is used with labels; return the items.
-
-    Args:
-        items: the split's items (as :func:`mckd.brats.datalist.load_datalist` returns them).
-        path: the datalist file, for messages.
-        key: the split, for messages.
-        num_modalities: modalities per case.
-        label_key: the label entry every item needs; None for unlabelled lists.
-        available_key: the optional per-modality availability entry.
-
-    Raises:
-        DatalistError: naming the datalist, the split, the item and its case id, and what is wrong, for the first
-            items (up to 5) without a label, with an image list of the wrong length, or with an ``available`` entry
-            that is not ``num_modalities`` booleans with at least one true.
-    """
-    problems = []
-    for index, item in enumerate(items):
-        problem = _item_problem(item, num_modalities, label_key, available_key)
-        if problem:
-            problems.append(f"item {index} (case '{item.get('case_id', '?')}') {problem}")
-    if problems:
-        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
-        raise DatalistError(path, f"'{key}': {'; '.join(problems[:5])}{more}.")
-    return list(items)
-
-
-def load_labelled_datalist(
-    path: PathLike, key: str, num_modalities: int, label_key: Optional[str] = "label", **kwargs: Any
-) -> list[dict[str, Any]]:
-    """:func:`mckd.brats.datalist.load_datalist` followed by :func:`check_datalist_items`, for the bundle configs.
-
-    Args:
-        path: the datalist JSON.
-        key: the split to read.
-        num_modalities: modalities per case.
-        label_key: see :func:`check_datalist_items`.
-        kwargs: further arguments of :func:`mckd.brats.datalist.load_datalist` (``allow_empty``, ``base_dir``, ...).
-
-    Raises:
-        DatalistError: see both functions.
-    """
-    items = load_datalist(path, key, **kwargs)
-    return check_datalist_items(items, path, key, num_modalities, label_key, kwargs.get("available_key", "available"))

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from mckd.brats.datalist import DatalistError
-from mckd.bundle_checks import SettingError, check_datalist_items, parse_subsets, unknown_overrides
+from mckd.brats.datalist import DatalistError, load_datalist
+from mckd.bundle_checks import SettingError, parse_subsets, unknown_overrides
 
 TRAIN = "['configs/train.json','configs/cpu_small.json']"
 NAMES = ["FLAIR", "T1", "T1ce", "T2"]
@@ -180,11 +180,17 @@ def test_a_training_item_without_label_or_with_malformed_available_is_named_at_s
 
 
 def test_unlabelled_lists_and_well_formed_items_pass_the_item_checks(tmp_path):
-    items = [{"image": ["a", "b", "c", "d"], "available": [True, False, True, True], "case_id": "x"}]
-    assert check_datalist_items(items, tmp_path / "d.json", "testing", 4, label_key=None) == items
+    def datalist(*items: dict) -> Path:
+        path = tmp_path / "d.json"
+        path.write_text(json.dumps({"testing": list(items), "training": list(items)}))
+        return path
+
+    item = {"image": ["a", "b", "c", "d"], "available": [True, False, True, True], "case_id": "x"}
+    path = datalist(item)
+    assert load_datalist(path, "testing", num_modalities=4, check_files=False)[0]["case_id"] == "x"
     with pytest.raises(DatalistError, match=r"item 0 \(case 'x'\) has no 'label'"):
-        check_datalist_items(items, tmp_path / "d.json", "training", 4)
+        load_datalist(path, "training", require_label=True, num_modalities=4, check_files=False)
     with pytest.raises(DatalistError, match="lists 2 image files, expected one per modality"):
-        check_datalist_items([{"image": ["a", "b"], "label": "l"}], tmp_path / "d.json", "training", 4)
+        load_datalist(datalist({"image": ["a", "b"], "label": "l"}), num_modalities=4, check_files=False)
     with pytest.raises(DatalistError, match="false for every modality"):
-        check_datalist_items([{"image": "4d.nii.gz", "label": "l", "available": [False] * 4}], "d", "training", 4)
+        load_datalist(datalist({"image": "4d.nii.gz", "label": "l", "available": [False] * 4}), num_modalities=4)

@@ -1,7 +1,7 @@
-"""Reading one split of a datalist JSON, checked before any training step: every listed file exists.
+"""Reading one split of a datalist JSON, checked before any training step: its items are usable, its files exist.
 
-A missing file or a malformed list fails at start with a message naming the datalist, the list and the case, not after
-hours of training.
+A missing file, a malformed list, an item without a label or with a malformed ``available`` fails at start with a
+message naming the datalist, the list and the case, not after hours of training.
 """
 
 from __future__ import annotations
@@ -49,37 +49,48 @@ def _missing_files(item: Mapping[str, Any], modality_key: str, available_key: st
     return missing
 
 
-def load_datalist(
-    path: PathLike,
-    key: str = "training",
-    base_dir: PathLike | None = None,
-    allow_empty: bool = False,
-    check_files: bool = True,
-    image_key: str = "image",
-    available_key: str = "available",
-) -> list[dict[str, Any]]:
-    """Read one list of a datalist JSON with MONAI's ``load_decathlon_datalist``, after checking it can be used.
+def _item_problem(
+    item: Any, image_key: str, available_key: str, label_key: str | None, num_modalities: int | None
+) -> str:
+    """What keeps a datalist item from being used ('' when nothing)."""
+    if not isinstance(item, Mapping) or image_key not in item:
+        return f"is not an object with an '{image_key}' entry"
+    if label_key is not None and not item.get(label_key):
+        return f"has no '{label_key}' (training and evaluation lists need a label map per case)"
+    if num_modalities is None:
+        return ""
+    image = item[image_key]
+    if isinstance(image, (list, tuple)) and len(image) != num_modalities:
+        return f"lists {len(image)} image files, expected one per modality ({num_modalities}) or one 4D file"
+    if available_key not in item:
+        return ""
+    available = item[available_key]
+    if (
+        not isinstance(available, (list, tuple))
+        or len(available) != num_modalities
+        or not all(isinstance(flag, bool) for flag in available)
+    ):
+        return f"has '{available_key}': {available!r}; it must be a list of {num_modalities} booleans (true / false)"
+    if not any(available):
+        return f"has '{available_key}' false for every modality; at least one must be available"
+    return ""
 
-    The file is read as JSON data only: no value is ever evaluated (a case id such as ``"$expr"`` or ``"@ref"`` stays
-    that string). Paths are resolved as MONAI does (relative to ``base_dir``, default the datalist's folder).
 
-    Args:
-        path: the datalist JSON.
-        key: the list to read (``"training"``, ``"meta_validation"``, ``"validation"``, ``"testing"``).
-        base_dir: folder relative paths are resolved against; None uses the datalist's folder.
-        allow_empty: accept an empty list (e.g. an optional validation split). Default False: an empty training or
-            meta-validation split fails here, before any training step.
-        check_files: check that every listed file exists (a modality whose ``available`` entry is false may be
-            absent), so a missing file fails at start, not after hours of training. Default True.
-        image_key: item key of the image path(s). Default ``"image"``.
-        available_key: item key of the per-modality availability. Default ``"available"``.
+def _check_items(items: list[Any], path: Path, key: str, **checks: Any) -> None:
+    """Raise for the first (up to 5) unusable items of ``items``, naming each by index and case id."""
+    problems = []
+    for index, item in enumerate(items):
+        problem = _item_problem(item, **checks)
+        if problem:
+            case_id = item.get("case_id", "?") if isinstance(item, Mapping) else "?"
+            problems.append(f"item {index} (case '{case_id}') {problem}")
+    if problems:
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise DatalistError(path, f"'{key}': {'; '.join(problems[:5])}{more}.")
 
-    Raises:
-        DatalistError: when the file is absent or not valid JSON, the list is absent, not a list, empty (unless
-            ``allow_empty``), an item is not an object or lacks ``image_key``, or listed files do not exist (naming
-            the first cases and files).
-    """
-    path = Path(path)
+
+def _read(path: Path, key: str) -> list[Any]:
+    """The list ``key`` of the datalist JSON ``path``, read as data only (no value is ever evaluated)."""
     if not path.is_file():
         raise DatalistError(path, "does not exist." if not path.exists() else "is not a file.")
     try:
@@ -95,11 +106,54 @@ def load_datalist(
     items = content[key]
     if not isinstance(items, list):
         raise DatalistError(path, f"'{key}' must be a list of cases, not a {type(items).__name__}.")
+    return items
+
+
+def load_datalist(
+    path: PathLike,
+    key: str = "training",
+    base_dir: PathLike | None = None,
+    allow_empty: bool = False,
+    check_files: bool = True,
+    require_label: bool = False,
+    num_modalities: int | None = None,
+    image_key: str = "image",
+    available_key: str = "available",
+    label_key: str = "label",
+) -> list[dict[str, Any]]:
+    """Read one list of a datalist JSON with MONAI's ``load_decathlon_datalist``, after checking it can be used.
+
+    The file is read as JSON data only: no value is ever evaluated (a case id such as ``"$expr"`` or ``"@ref"`` stays
+    that string). Paths are resolved as MONAI does (relative to ``base_dir``, default the datalist's folder).
+
+    Args:
+        path: the datalist JSON.
+        key: the list to read (``"training"``, ``"meta_validation"``, ``"validation"``, ``"testing"``).
+        base_dir: folder relative paths are resolved against; None uses the datalist's folder.
+        allow_empty: accept an empty list (e.g. an optional validation split). Default False: an empty training or
+            meta-validation split fails here, before any training step.
+        check_files: check that every listed file exists (a modality whose ``available`` entry is false may be
+            absent), so a missing file fails at start, not after hours of training. Default True.
+        require_label: every item needs a ``label_key`` entry (training, meta-validation, validation, evaluation).
+        num_modalities: when given, an item's image list must have this many entries and its optional
+            ``available`` must be that many booleans, at least one true.
+        image_key: item key of the image path(s). Default ``"image"``.
+        available_key: item key of the per-modality availability. Default ``"available"``.
+        label_key: item key of the label map. Default ``"label"``.
+
+    Raises:
+        DatalistError: when the file is absent or not valid JSON, the list is absent, not a list, empty (unless
+            ``allow_empty``), an item fails the checks above (naming the first items and their case ids), or listed
+            files do not exist (naming the first cases and files).
+    """
+    path = Path(path)
+    items = _read(path, key)
     if not items and not allow_empty:
         raise DatalistError(path, f"'{key}' is empty; it needs at least one case.")
-    for index, item in enumerate(items):
-        if not isinstance(item, Mapping) or image_key not in item:
-            raise DatalistError(path, f"item {index} of '{key}' is not an object with an '{image_key}' entry.")
+    _check_items(
+        items, path, key, image_key=image_key, available_key=available_key,
+        label_key=label_key if require_label else None, num_modalities=num_modalities,
+    )
     data = load_decathlon_datalist(str(path), is_segmentation=True, data_list_key=key, base_dir=base_dir)
     if check_files:
         absent = []

@@ -33,6 +33,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from mckd.brats.cases import CaseError, Discovery, DiscoveryError, discover_cases
 from mckd.brats.conventions import MODALITIES
 from mckd.brats.writing import check_output_dir
+from mckd.bundle_checks import error_in_chain
 from mckd.fileio import write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -91,18 +92,6 @@ def find_cases(root: PathLike, output_dir: PathLike, num_modalities: int = len(M
     return found
 
 
-def _case_error_in(err: BaseException) -> CaseError | None:
-    """The :class:`CaseError` behind ``err`` (MONAI's ``Compose`` re-raises a transform's error as its cause)."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, CaseError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
-
-
 def _first_input(item: Mapping[str, Any]) -> str | None:
     image = item.get("image")
     if isinstance(image, (list, tuple)):
@@ -137,7 +126,7 @@ class CaseDataset(Dataset):
 
 def _message(err: Exception, case_id: str | None, stage: str, path: str | None = None) -> str:
     """The report of a failed case: the :class:`CaseError` behind ``err``, else ``err`` named with the case."""
-    found = _case_error_in(err)
+    found = error_in_chain(err, (CaseError,))
     if found is not None:
         return str(found)
     logger.debug("case '%s' failed in %s", case_id, stage, exc_info=True)
