@@ -19,12 +19,13 @@ never mistaken for a missing one, and a background-only window of a present moda
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Optional, Sequence
 
 import torch
 
 __all__ = [
+    "under_subsets",
     "all_subsets",
     "subset_name",
     "pack_available",
@@ -176,6 +177,26 @@ def read_available(
     mask = mask.to(torch.bool)
     check_every_sample_has_one(mask)
     return mask
+
+
+def under_subsets(
+    data_available: torch.Tensor, subsets: Sequence[Sequence[bool]]
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """The missing-modality protocol: each subset ``S`` restricted to what every sample's data provides.
+
+    Yields ``(s, available, usable)`` per subset index ``s`` that leaves any sample a modality: ``available`` is
+    ``data_available AND S`` ``[B, M]`` and ``usable`` ``[B]`` marks the samples left with at least one modality
+    (evaluate those under ``available[usable]``; the others share no modality with ``S``).
+
+    Args:
+        data_available: the batch's availability ``[B, M]`` (boolean).
+        subsets: the subsets, ``M`` booleans each.
+    """
+    for s, subset in enumerate(subsets):
+        available = data_available & torch.as_tensor(subset, dtype=torch.bool, device=data_available.device)[None]
+        usable = available.any(dim=1)
+        if bool(usable.any()):
+            yield s, available, usable
 
 
 class ModalityDropout:

@@ -19,7 +19,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
-from mckd.availability import ModalityDropout
+from mckd.availability import ModalityDropout, read_available
 from mckd.distillation import ModalityImportance, PairwiseDistillationLoss
 from mckd.networks.feature_tap import capture_features
 
@@ -73,18 +73,7 @@ def draw_availability(
     Raises:
         ValueError: when ``data_available`` has the wrong shape or a sample without any available modality.
     """
-    if data_available is None:
-        data = torch.ones(batch_size, num_modalities, dtype=torch.bool, device=device)
-    else:
-        data = torch.as_tensor(data_available, device=device).bool()
-        if tuple(data.shape) != (batch_size, num_modalities):
-            raise ValueError(
-                f"the batch's availability must have shape [B, M] = {(batch_size, num_modalities)}, "
-                f"got {tuple(data.shape)}."
-            )
-        empty = torch.nonzero(~data.any(dim=1)).flatten().tolist()
-        if empty:
-            raise ValueError(f"samples {empty} of the batch have no available modality.")
+    data = read_available(None, batch_size, num_modalities, given=data_available, device=device)
     if policy is None:
         return data
     drawn = policy(batch_size, iteration, generator=availability_generator(seed, iteration, rank), device=device)
@@ -208,8 +197,16 @@ class MCKDTrainer(SupervisedTrainer):
         self.seed = seed
         self.max_grad_norm = max_grad_norm
 
-    def draw_available(self, batch_size: int, data_available: Optional[torch.Tensor]) -> torch.Tensor:
-        """This iteration's availability ``[B, M]`` (see :func:`draw_availability`)."""
+    def draw_available(
+        self, batch_size: int, data_available: Optional[torch.Tensor], batchdata: Any = None
+    ) -> torch.Tensor:
+        """This iteration's availability ``[B, M]`` (see :func:`draw_availability`).
+
+        The data availability is ``data_available`` (e.g. returned by ``prepare_batch``), else the batch's
+        ``available_key`` entry, else every modality; it is checked once, by :func:`draw_availability`.
+        """
+        if data_available is None and isinstance(batchdata, Mapping):
+            data_available = batchdata.get(self.available_key)
         return draw_availability(
             num_modalities=self.importance.num_modalities,
             batch_size=batch_size,
@@ -250,10 +247,7 @@ class MCKDTrainer(SupervisedTrainer):
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         inputs, targets, args, kwargs = (*batch, (), {}) if len(batch) == 2 else batch
         kwargs = dict(kwargs)
-        data_available = kwargs.pop("available", None)
-        if data_available is None and isinstance(batchdata, Mapping):
-            data_available = batchdata.get(engine.available_key)
-        available = engine.draw_available(len(inputs), data_available)
+        available = engine.draw_available(len(inputs), kwargs.pop("available", None), batchdata)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets, MCKDKeys.AVAILABLE: available}
 
         engine.network.train()

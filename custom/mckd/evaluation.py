@@ -31,7 +31,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.transforms import Activations, AsDiscrete, Compose
 
-from mckd.availability import all_subsets, pack_available, subset_name
+from mckd.availability import all_subsets, pack_available, read_available, subset_name, under_subsets
 from mckd.checkpoints import CheckpointError, load_objects
 from mckd.scoring import ConventionLike, score_regions, scoring_convention, voxel_spacing
 
@@ -345,7 +345,7 @@ class SubsetEvaluator:
                     subsets = all_subsets(num_modalities)
                 elif len(subsets[0]) != num_modalities:
                     raise ValueError(f"subsets have {len(subsets[0])} entries but the image has {num_modalities}.")
-                data_available = self._data_available(batch, batch_size, num_modalities)
+                data_available = read_available(batch, batch_size, num_modalities, self.available_key, device=self.device)
                 ids = self._case_ids(batch, batch_size, len(case_ids))
                 num_regions = label.shape[1]
                 scores, kept = self._evaluate_batch(image, label, data_available, subsets, ids, len(case_ids))
@@ -381,11 +381,7 @@ class SubsetEvaluator:
             self._new_slice(image[i], label[i], data_available[i], ids[i], len(subsets), seen + i)
             for i in range(batch_size)
         ]
-        for s, subset in enumerate(subsets):
-            available = data_available & torch.as_tensor(subset, device=self.device)[None]
-            usable = available.any(dim=1)
-            if not usable.any():
-                continue
+        for s, available, usable in under_subsets(data_available, subsets):
             members = usable.nonzero().flatten().tolist()
             preds = self._predict(image[usable], available[usable], [ids[i] for i in members], s, subsets)
             for pred, i in zip(preds, members):
@@ -459,16 +455,6 @@ class SubsetEvaluator:
             "postprocessing": self.postprocessing_description,
             "subset_with_no_case_modality": "NaN, left out of the means",
         }
-
-    def _data_available(self, batch: Mapping[str, Any], batch_size: int, num_modalities: int) -> torch.Tensor:
-        if self.available_key not in batch:
-            return torch.ones(batch_size, num_modalities, dtype=torch.bool, device=self.device)
-        available = torch.as_tensor(batch[self.available_key]).to(self.device).bool()
-        if available.shape != (batch_size, num_modalities):
-            raise ValueError(
-                f"'{self.available_key}' has shape {tuple(available.shape)}, expected {(batch_size, num_modalities)}."
-            )
-        return available
 
     def _case_ids(self, batch: Mapping[str, Any], batch_size: int, offset: int) -> list[str]:
         ids = batch.get(self.case_id_key)

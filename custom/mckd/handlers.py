@@ -12,6 +12,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from mckd.availability import read_available
 from mckd.distillation import ModalityImportance
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -177,12 +178,10 @@ class MetaImportanceUpdater:
         batch = prepare_batch(batchdata, device, False)
         inputs, targets, args, kwargs = (*batch, (), {}) if len(batch) == 2 else batch
         kwargs = dict(kwargs)
-        available = kwargs.pop("available", None)
-        if available is None and isinstance(batchdata, Mapping):
-            available = batchdata.get(self.available_key)
-        if available is None:
-            available = torch.ones(len(inputs), self.importance.num_modalities, dtype=torch.bool)
-        available = torch.as_tensor(available, device=device).bool()
+        available = read_available(
+            batchdata, len(inputs), self.importance.num_modalities, self.available_key, kwargs.pop("available", None),
+            device=device,
+        )
         with torch.autocast(device.type, enabled=self.amp):
             pred = network(inputs, *args, available=available, modality_scale=self.importance.probabilities(), **kwargs)
             loss = loss_function(pred, targets).mean()

@@ -16,7 +16,7 @@ import torch
 from monai.data import DataLoader, Dataset
 from torch import nn
 
-from mckd.availability import all_subsets, subset_name
+from mckd.availability import all_subsets, read_available, subset_name, under_subsets
 from mckd.checkpoints import CheckpointError, load_objects
 from mckd.distillation import ModalityImportance
 from mckd.fileio import write_json_atomic, write_text_atomic
@@ -104,14 +104,10 @@ class SubsetAccuracyReport:
         subsets = all_subsets(len(MODALITIES))
         correct, counted = [0] * len(subsets), [0] * len(subsets)
         for batch in self.loader:
-            data_available = torch.as_tensor(batch[self.available_key]).bool().to(self.device)
             image, audio = (torch.as_tensor(batch[key]).to(self.device) for key in MODALITIES)
             labels = torch.as_tensor(batch[self.label_key]).to(self.device)
-            for s, subset in enumerate(subsets):
-                available = data_available & torch.tensor(subset, device=self.device)
-                rows = available.any(dim=1)
-                if not bool(rows.any()):
-                    continue
+            data_available = read_available(batch, len(labels), len(MODALITIES), self.available_key, device=self.device)
+            for s, available, rows in under_subsets(data_available, subsets):
                 logits = self.network(image[rows], audio[rows], available=available[rows])
                 correct[s] += int((logits.argmax(dim=1) == labels[rows]).sum())
                 counted[s] += int(rows.sum())
