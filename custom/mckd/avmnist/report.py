@@ -33,14 +33,14 @@ CSV_COLUMNS: tuple[str, ...] = ("inputs", "accuracy", "correct", "num_samples")
 def load_checkpoint(
     path: str | Path, network: nn.Module, importance: Optional[ModalityImportance], device: torch.device | str
 ) -> None:
-    """Load ``model`` (and ``importance`` when given) from a checkpoint of the bundle's training.
+    """Load ``model`` (and ``modality_weights`` into ``importance`` when given) from a checkpoint of the bundle's training.
 
     Goes through :func:`mckd.checkpoints.load_objects` (``weights_only=True``, everything checked before anything is
     loaded).
 
     Raises:
         CheckpointError: naming the file, when it does not exist (with the command that produces it), is corrupted,
-            holds a pickled object, lacks the ``model`` / ``importance`` entry or does not fit the network.
+            holds a pickled object, lacks the ``model`` / ``modality_weights`` entry or does not fit the network.
     """
     path = Path(path)
     if not path.exists():
@@ -49,7 +49,7 @@ def load_checkpoint(
         )
     objects: dict[str, Any] = {"model": network}
     if importance is not None:
-        objects["importance"] = importance
+        objects["modality_weights"] = importance
     load_objects(objects, path, map_location=device)
 
 
