@@ -9,7 +9,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from mckd.availability import pack_available
-from mckd.brats.conventions import MODALITIES, REGIONS
+from mckd.brats.conventions import BRATS2018_LABELS, MODALITIES, REGIONS
 
 
 def test_configs_are_json_indented_with_four_spaces_and_end_with_newline(bundle):
@@ -32,8 +32,14 @@ def test_metadata_describes_the_packed_input_and_region_output_in_convention_ord
     names = [image["channel_def"][str(i)] for i in range(len(MODALITIES))]
     assert [n.lower() for n in names] == list(MODALITIES)
     assert all("available" in image["channel_def"][str(len(MODALITIES) + i)] for i in range(len(MODALITIES)))
-    assert [pred["channel_def"][str(i)] for i in range(len(REGIONS))] == list(REGIONS)
-    assert "mckd" in meta["required_packages_version"]
+    # the raw channels' order is stated in pred_classes; channel_def names the written label map (MONAI Label's labels)
+    assert sorted(meta["pred_classes"].index(f"({region})") for region in REGIONS) == [
+        meta["pred_classes"].index(f"({region})") for region in REGIONS
+    ]
+    label_map = meta["network_data_format"]["post_processed_outputs"]["pred"]["channel_def"]
+    assert pred["channel_def"] == label_map
+    assert {int(value) for value in label_map} == {0, *BRATS2018_LABELS.labels}
+    assert "mckd" not in meta["required_packages_version"]  # not on PyPI: pins only what pip can install
     assert meta["version"] in meta["changelog"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -10,33 +11,96 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from monai.bundle import ConfigParser
 
-from mckd.bundle_export import ExportError, export_bundle, main, rewrite_imports
+from mckd.bundle_export import (
+    ExportError,
+    eval_metrics_from_summary,
+    export_bundle,
+    imported_packages,
+    main,
+    merge_overlays,
+    rewrite_imports,
+)
 
 _UNPREFIXED = re.compile(r"(?<![\w.])(mckd|data_prep)\.")
+#: The model zoo's flake8 settings (``setup.cfg`` of Project-MONAI/model-zoo); plugins (bugbear, naming) not installed.
+ZOO_FLAKE8 = [
+    "--max-line-length=120",
+    "--ignore=E203,E501,E741,W503,W504,C408,N812,B023",
+    "--per-file-ignores=__init__.py:F401,__main__.py:F401",
+]
+WEIGHTS_URL = "https://example.org/brats_mri_mckd_segmentation/model.pt"
+
+
+def _light_weights(bundle, path: Path) -> Path:
+    """A checkpoint of the CPU configuration's network, in the layout training writes (``model`` + importance)."""
+    parser = ConfigParser()
+    parser.read_config(bundle.config_files("inference.json", "cpu_small.json"))
+    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, path)
+    return path
 
 
 @pytest.fixture(scope="module")
 def exported(bundle, tmp_path_factory):
-    out = tmp_path_factory.mktemp("zoo") / "brats_mri_mckd_segmentation"
-    return export_bundle(bundle.root, out)
+    """An export for the CPU configuration, with shipped weights and an evaluation report."""
+    root = tmp_path_factory.mktemp("zoo")
+    weights = _light_weights(bundle, root / "trained.pt")
+    per_region = {
+        "ET": {"dice": 0.61234, "hd95": 7.5},
+        "TC": {"dice": 0.7, "hd95": 6.0},
+        "WT": {"dice": 0.8, "hd95": None},
+    }
+    summary = {
+        "per_subset": {"FLAIR": per_region, "FLAIR+T1+T1ce+T2": per_region},
+        "mean_over_subsets": per_region,
+        "num_cases": 2,
+        "conventions": {"name": "brats_legacy"},
+    }
+    report = root / "evaluation_summary.json"
+    report.write_text(json.dumps(summary))
+    out = root / "brats_mri_mckd_segmentation"
+    return export_bundle(
+        bundle.root, out, overlays=["cpu_small.json"], weights=weights, weights_url=WEIGHTS_URL, eval_report=report
+    )
 
 
 def test_export_vendors_the_import_closure_and_points_configs_at_scripts(exported, bundle):
     out = exported.out
-    assert {"mckd.networks.segnet", "mckd.handlers", "mckd.engines", "mckd.brats.cases", "mckd.brats.inference", "data_prep.brats"} <= set(
-        exported.modules
-    )
+    assert {
+        "mckd.networks.segnet",
+        "mckd.handlers",
+        "mckd.engines",
+        "mckd.brats.cases",
+        "mckd.brats.inference",
+        "data_prep.brats",
+    } <= set(exported.modules)
     assert (out / "scripts" / "__init__.py").is_file() and (out / "LICENSE").is_file()
-    assert (out / "docs" / "README.md").is_file() and not (out / "models").exists()
+    assert (out / "docs" / "README.md").is_file()
     for config in (out / "configs").glob("*.json"):
         assert not _UNPREFIXED.findall(config.read_text()), config.name
     meta = json.loads((out / "configs" / "metadata.json").read_text())
     assert "mckd" not in meta["required_packages_version"] and exported.unpinned == []
+    # the AGPL lesion-wise scorer's packages are imported on request only: an optional extra, never a pin
+    assert {"brats_evaluation", "panoptica"} <= set(exported.optional)
+    assert not {"brats-evaluation", "brats_evaluation", "panoptica"} & set(meta["required_packages_version"])
     for name in exported.modules:
         vendored = out / "scripts" / Path(*name.split("."))
         source_text = (vendored / "__init__.py" if vendored.is_dir() else vendored.with_suffix(".py")).read_text()
         assert not re.search(r"^\s*(from|import) (mckd|data_prep)\b", source_text, re.M), name
+
+
+def test_imports_inside_functions_and_optional_import_are_optional_not_required():
+    source = (
+        "from __future__ import annotations\nimport json\nimport numpy as np\nfrom typing import TYPE_CHECKING\n"
+        "from monai.utils import optional_import\nsitk, _ = optional_import('SimpleITK')\n"
+        "if TYPE_CHECKING:\n    import ignite\n"
+        "def score():\n    import brats_evaluation\n    from panoptica import Panoptica_Evaluator\n"
+    )
+    required, optional = imported_packages(source)
+    assert required == {"numpy", "monai"}
+    assert optional == {"SimpleITK", "ignite", "brats_evaluation", "panoptica"}
 
 
 def test_rewrite_touches_import_statements_only():
@@ -45,6 +109,58 @@ def test_rewrite_touches_import_statements_only():
         'from scripts.mckd.availability import pack_available\n"""see mckd.availability"""\n'
         "import scripts.data_prep.brats as db\n"
     )
+
+
+def test_overlay_sets_the_inference_defaults_the_shipped_weights_belong_to(exported, bundle):
+    inference = json.loads((exported.out / "configs" / "inference.json").read_text())
+    small = json.loads((bundle.configs / "cpu_small.json").read_text())
+    assert inference["backbone"] == small["backbone"] == "light"
+    assert inference["sw_roi_size"] == small["sw_roi_size"]
+    assert "num_iterations" not in inference  # training keys of the overlay stay out of the inference config
+    assert json.loads(merge_overlays('{"a": 1, "b": 2}', ['{"b": 3, "c": 4}'])) == {"a": 1, "b": 3}
+
+
+def test_shipped_weights_are_listed_in_large_files_with_their_sha256(exported):
+    weights = exported.out / "models" / "model.pt"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert (exported.out / "large_files.yml").read_text() == (
+        f'large_files:\n  - path: "models/model.pt"\n    url: "{WEIGHTS_URL}"\n'
+        f'    hash_val: "{digest}"\n    hash_type: "sha256"\n'
+    )
+
+
+def test_eval_metrics_come_from_the_evaluation_report(exported):
+    metrics = json.loads((exported.out / "configs" / "metadata.json").read_text())["eval_metrics"]
+    assert metrics["mean_over_subsets_dice_et"] == 0.6123 and metrics["all_modalities_dice_wt"] == 0.8
+    assert metrics["all_modalities_subset"] == "FLAIR+T1+T1ce+T2" and metrics["num_cases"] == 2
+    assert "mean_over_subsets_hd95_wt" not in metrics  # undefined (no case) values are left out
+    assert metrics["scoring_convention"] == "brats_legacy"
+    with pytest.raises(ExportError, match="not an evaluation_summary"):
+        eval_metrics_from_summary({"num_cases": 2})
+
+
+def test_weights_that_do_not_fit_the_exported_network_are_refused(bundle, tmp_path):
+    weights = _light_weights(bundle, tmp_path / "light.pt")
+    with pytest.raises(ExportError, match="do not fit"):  # the default inference config builds resnet50_aspp
+        export_bundle(bundle.root, tmp_path / "out", weights=weights, weights_url=WEIGHTS_URL)
+    with pytest.raises(ExportError, match="weights-url"):
+        export_bundle(bundle.root, tmp_path / "out2", weights=weights)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+
+
+def test_export_passes_the_model_zoo_code_format_check(exported):
+    black = subprocess.run(
+        [sys.executable, "-m", "black", "--check", "--line-length", "120", "."],
+        cwd=exported.out,
+        capture_output=True,
+        text=True,
+    )
+    assert black.returncode == 0, black.stderr[-3000:]
+    flake8 = subprocess.run(
+        [sys.executable, "-m", "flake8", *ZOO_FLAKE8, "."], cwd=exported.out, capture_output=True, text=True
+    )
+    assert flake8.returncode == 0, flake8.stdout[-3000:]
+    assert exported.unit_test == exported.out / "ci" / "unit_tests" / "test_brats_mri_mckd_segmentation.py"
 
 
 def test_export_refuses_a_folder_inside_the_bundle_or_a_non_empty_one(bundle, tmp_path):
@@ -73,7 +189,9 @@ def _zoo_venv(requirements: list[str]) -> Path:
 
 
 @pytest.mark.slow
-def test_exported_copy_trains_and_infers_in_a_fresh_environment_without_mckd(exported, bundle, brats_data, tmp_path):
+def test_exported_copy_passes_its_zoo_unit_test_and_infers_in_a_fresh_environment_without_mckd(
+    exported, brats_data, tmp_path
+):
     meta = json.loads((exported.out / "configs" / "metadata.json").read_text())
     requirements = [f"monai=={meta['monai_version']}"]
     requirements += [f"{name}=={version}" for name, version in meta["required_packages_version"].items()]
@@ -87,17 +205,11 @@ def test_exported_copy_trains_and_infers_in_a_fresh_environment_without_mckd(exp
     probe = subprocess.run([str(python), "-c", "import mckd"], cwd=tmp_path, env=env, capture_output=True)
     assert probe.returncode != 0, "the zoo environment must not have mckd installed"
 
-    run_root = tmp_path / "run"
-    train = ["-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/cpu_small.json']"]
-    small = dict(bundle.small_run, num_iterations=2, bundle_root=str(run_root))
-    small["data_list_file_path"] = str(brats_data.datalist)
-    run(*train, *[a for k, v in small.items() for a in (f"--{k}", str(v).replace(" ", ""))])
-    assert (run_root / "models" / "model.pt").is_file()
-
+    # the model zoo's route: train, evaluate and infer through ConfigWorkflow with check_properties
+    run("-m", "unittest", "discover", "-s", "ci/unit_tests")
+    # the README's route: the command line with the shipped weights and the exported inference defaults
     case_folder = Path(brats_data.cases[0].images["flair"]).parent
     output = tmp_path / "predictions"
-    infer = ["-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--bundle_root", str(run_root)]
-    infer += ["--dataset_dir", str(case_folder), "--output_dir", str(output), "--backbone", "light"]
-    infer += ["--sw_roi_size", "[32,32,32]", "--num_workers", "0"]
-    run(*infer)
+    run("-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--dataset_dir", str(case_folder),
+        "--output_dir", str(output), "--sw_roi_size", "[32,32,32]")  # fmt: skip
     assert (output / f"{case_folder.name}_seg.nii.gz").is_file()
