@@ -12,6 +12,7 @@ from typing import Mapping
 __all__ = [
     "MODALITIES",
     "MODALITY_DISPLAY_NAMES",
+    "MODALITY_NAMES",
     "NUM_MODALITIES",
     "REGIONS",
     "REGION_DISPLAY_NAMES",
@@ -31,6 +32,8 @@ MODALITIES: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
 MODALITY_DISPLAY_NAMES: Mapping[str, str] = MappingProxyType(
     {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2"}
 )
+#: Display names in channel order, as reports and bundle configs name the modalities.
+MODALITY_NAMES: tuple[str, ...] = tuple(MODALITY_DISPLAY_NAMES[m] for m in MODALITIES)
 NUM_MODALITIES = len(MODALITIES)
 
 #: Region channels in the order of the BraTS result tables (the network's output channels follow it).

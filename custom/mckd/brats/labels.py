@@ -28,6 +28,7 @@ __all__ = [
     "RegionsToLabeld",
     "RemoveSmallEnhancingTumour",
     "RemoveSmallEnhancingTumourd",
+    "describe_postprocessing",
 ]
 
 ConventionLike = Union[str, LabelConvention]
@@ -255,3 +256,11 @@ class RemoveSmallEnhancingTumourd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.remover(d[key])
         return d
+
+
+def describe_postprocessing(threshold: float = 0.5, et_min_size: int = 0) -> str:
+    """The evaluation report's words for its postprocessing: sigmoid, threshold, and the small-ET rule when on."""
+    text = f"sigmoid per channel, threshold {threshold:g}"
+    if et_min_size > 0:
+        text += f"; predicted enhancing tumour under {et_min_size} voxels relabelled as tumour core"
+    return text
