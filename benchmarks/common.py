@@ -30,6 +30,7 @@ __all__ = [
     "current_rss_mib",
     "peak_rss_mib",
     "fmt",
+    "load_average",
 ]
 
 
@@ -133,6 +134,11 @@ def machine_info(threads: int) -> dict[str, str]:
         "oneDNN (mkldnn) available": str(torch.backends.mkldnn.is_available()),
         "platform": platform.platform(),
     }
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages as ``"a / b / c"``."""
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def fmt(value: float, digits: int = 3) -> str:

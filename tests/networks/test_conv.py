@@ -37,3 +37,62 @@ def test_weight_standardized_conv_uses_zero_mean_unit_variance_kernel() -> None:
     x = torch.randn(1, 2, 5, 5, 5)
     expected = nn.functional.conv3d(x, standardized, padding=1)
     assert torch.allclose(conv(x), expected, atol=1e-4)
+
+
+def _ws_conv() -> WeightStandardizedConv3d:
+    torch.manual_seed(0)
+    return WeightStandardizedConv3d(2, 4, 3, padding=1).eval()
+
+
+def test_kept_kernel_is_reused_without_gradients_and_gives_the_same_output() -> None:
+    conv, x = _ws_conv(), torch.randn(1, 2, 5, 5, 5)
+    with torch.inference_mode():
+        first = conv.kernel()
+        assert conv.kernel() is first
+        kept = conv(x)
+    with torch.no_grad():
+        assert conv.kernel() is first
+    with torch.no_grad():
+        fresh = conv._conv_forward(x, conv.standardize(), conv.bias)
+    assert torch.equal(kept, fresh)
+
+
+def test_kept_kernel_follows_every_change_of_the_weight() -> None:
+    conv = _ws_conv()
+    optimizer = torch.optim.SGD(conv.parameters(), lr=0.1)
+    changes = [
+        lambda: (conv(torch.randn(1, 2, 4, 4, 4)).sum().backward(), optimizer.step()),
+        lambda: conv.load_state_dict({"weight": torch.randn_like(conv.weight)}),
+        lambda: conv.weight.detach().mul_(2.0),
+        lambda: conv.double(),
+        lambda: setattr(conv, "ws_eps", 1.0),
+    ]
+    for change in changes:
+        with torch.no_grad():
+            before = conv.kernel()
+        change()
+        with torch.no_grad():
+            after = conv.kernel()
+            assert after is not before
+            assert torch.equal(after, conv.standardize())
+            assert after.dtype == conv.weight.dtype
+
+
+def test_forwards_that_record_gradients_standardise_afresh_and_drop_the_kept_kernel() -> None:
+    conv = _ws_conv()
+    with torch.inference_mode():
+        conv.kernel()
+    conv.weight.requires_grad_(False)
+    x = torch.randn(1, 2, 4, 4, 4, requires_grad=True)
+    conv(x).sum().backward()  # an inference-mode kernel could not be saved for this backward
+    assert x.grad is not None and conv._kept is None
+    conv.weight.requires_grad_(True)
+    conv(x).sum().backward()
+    assert conv.weight.grad is not None
+
+
+def test_scripted_weight_standardized_conv_matches_eager() -> None:
+    conv, x = _ws_conv(), torch.randn(1, 2, 5, 5, 5)
+    scripted = torch.jit.script(conv)
+    with torch.no_grad():
+        assert torch.equal(scripted(x), conv(x))

@@ -131,10 +131,12 @@ def test_plain_input_without_a_mask_has_every_modality(scripted: bool) -> None:
     model = torch.jit.script(net) if scripted else net
     torch.manual_seed(8)
     x = torch.randn(2, M, *SIZE)
+    everything = torch.ones(2, M, dtype=torch.bool)
     with torch.no_grad():
         plain = model(x)
-        assert torch.equal(plain, net(x, torch.ones(2, M, dtype=torch.bool)))
-        assert torch.equal(plain, net(pack_available(x, torch.ones(2, M, dtype=torch.bool))))
+        torch.testing.assert_close(plain, net(x, everything), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(plain, net(pack_available(x, everything)), rtol=1e-6, atol=1e-6)
+        assert not torch.allclose(plain, net(x, torch.tensor([[True, True, True, False]] * 2)), atol=1e-4)
 
 
 def test_modality_scale_gradient_reaches_scale_and_ones_are_neutral() -> None:
