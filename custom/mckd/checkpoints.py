@@ -27,9 +27,10 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
+from monai.config import PathLike
 from monai.handlers import CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
@@ -61,7 +62,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 #: How many mismatching keys a message lists before "and n more".
 _SHOWN = 5
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")

@@ -33,15 +33,15 @@ Resume: load the written file with :class:`mckd.checkpoints.SafeCheckpointLoader
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional
 
+from monai.config import PathLike
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from mckd.checkpoints import ensure_writable_folder, save_checkpoint
@@ -57,7 +57,6 @@ else:
 
 __all__ = ["GracefulInterrupt"]
 
-PathLike = Union[str, os.PathLike]
 
 
 class GracefulInterrupt:

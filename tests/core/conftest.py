@@ -40,15 +40,6 @@ class ToyMultiModalNet(nn.Module):
         return self.head(self.norm(fused.flatten(1)))
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: the tiny tensors here gain nothing from more, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def toy_net_class():
     return ToyMultiModalNet

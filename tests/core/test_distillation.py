@@ -79,7 +79,7 @@ def test_l2_has_a_finite_zero_gradient_for_identical_features():
     assert torch.all(features.grad == 0)
 
 
-def test_bad_arguments_are_rejected():
+def test_importance_and_distillation_loss_reject_bad_arguments():
     with pytest.raises(ValueError, match="distance"):
         PairwiseDistillationLoss("cosine")
     with pytest.raises(ValueError, match="available"):

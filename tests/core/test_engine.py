@@ -138,9 +138,16 @@ def test_same_seed_gives_the_same_weights(toy_net_class, classification_data):
     assert not torch.equal(first, train(1))
 
 
-def test_amp_flag_is_accepted_on_cpu(toy_net_class, classification_data):
-    trainer = _trainer(toy_net_class(), classification_data(8), policy=ModalityDropout(2), amp=True)
+@pytest.mark.parametrize("amp, dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_amp_runs_the_forward_under_cpu_autocast(toy_net_class, classification_data, amp, dtype):
+    network = toy_net_class()
+    seen = []
+    for module in network.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(lambda _module, _inputs, output: seen.append(output.dtype))
+    trainer = _trainer(network, classification_data(8), policy=ModalityDropout(2), amp=amp)
     trainer.run()
+    assert seen and set(seen) == {dtype}
     assert math.isfinite(trainer.state.output[0]["loss"])
 
 

@@ -139,7 +139,7 @@ def test_empty_unsized_meta_loader_fails_before_the_first_training_step(toy_net_
     assert trainer.state.iteration == 1 and trainer.state.output is None
 
 
-def test_bad_arguments_are_rejected(toy_net_class):
+def test_meta_updater_rejects_bad_arguments(toy_net_class):
     importance, net = ModalityImportance(2), toy_net_class()
     with pytest.raises(ValueError, match="only the parameters of importance"):
         MetaImportanceUpdater(importance, torch.optim.Adam([importance.w, *net.parameters()]), [1])

@@ -1,4 +1,4 @@
-"""Fixtures of the reliability tests: one intra-op thread, and the toy training module for in-process runs."""
+"""Fixtures of the reliability tests: the toy training module for in-process runs."""
 
 from __future__ import annotations
 
@@ -8,18 +8,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 
 HERE = Path(__file__).parent
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: the tiny tensors here gain nothing from more, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

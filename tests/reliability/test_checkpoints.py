@@ -148,8 +148,11 @@ def test_non_strict_loading_accepts_missing_keys_but_never_shape_mismatches(tmp_
 
 def test_single_entry_load_dict_accepts_a_bare_state_dict(tmp_path, toy):
     _, save_dict = toy.build(1)
-    torch.save(save_dict["model"].state_dict(), tmp_path / "bare.pt")
-    load_objects({"model": save_dict["model"]}, tmp_path / "bare.pt")
+    network = save_dict["model"]
+    saved = {key: torch.full_like(value, 0.5) for key, value in network.state_dict().items()}
+    torch.save(saved, tmp_path / "bare.pt")
+    load_objects({"model": network}, tmp_path / "bare.pt")
+    assert all(torch.equal(network.state_dict()[key], value) for key, value in saved.items())
 
 
 def _crash_midway(monkeypatch):

@@ -151,7 +151,7 @@ def test_an_uninterrupted_run_writes_nothing_exits_0_and_restores_the_handlers(t
     "kwargs, message",
     [({"save_dict": {}}, "save_dict"), ({"filename": "../x.pt"}, "plain file name"), ({"signals": ()}, "signals")],
 )
-def test_bad_arguments_are_rejected(tmp_path, toy, kwargs, message):
+def test_graceful_interrupt_rejects_bad_arguments_naming_them(tmp_path, toy, kwargs, message):
     arguments = {"save_dict": toy.build(1)[1], "save_dir": tmp_path, **kwargs}
     with pytest.raises(ValueError, match=message):
         GracefulInterrupt(**arguments)

@@ -17,11 +17,11 @@ import csv
 import io
 import logging
 import math
-import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
+from monai.config import PathLike
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
@@ -42,7 +42,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 #: Row order of the missing-modality tables in the literature, as the modality keys present in each row.
 LITERATURE_SUBSET_ORDER: tuple[tuple[str, ...], ...] = (
