@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from monai.config import KeysCollection, PathLike
 from monai.data import MetaTensor, NibabelWriter
-from monai.transforms import MapTransform, Transform
+from monai.transforms import MapTransform, SaveImaged, Transform
 
 from mckd.brats.alignment import AlignmentReport, to_native_grid
 from mckd.brats.cases import CaseError
@@ -122,12 +122,32 @@ class SaveCasePrediction(Transform):
         return target
 
 
-class CaseWriterd(MapTransform):
+class CaseWriterd(SaveImaged):
     """Base of the transforms that write a case's outputs from a bundle's postprocessing.
 
-    An application that returns predictions itself (MONAI Label's infer tasks) drops every transform of this type
-    from the bundle's postprocessing, as MONAI Label drops ``SaveImaged``.
+    A subclass of MONAI's ``SaveImaged`` by type only: applications that write and return predictions themselves
+    drop the bundle's writers by type, and every one of them knows ``SaveImaged`` (MONAI Label's stock bundle infer
+    task filters ``post_filter=[SaveImaged]`` by ``isinstance``, also in its epistemic scoring). Being one, our
+    writers (atomic, case-named, never into an input folder) are dropped without any app-side change, and the bundle
+    keeps them inside ``postprocessing``, which MONAI's bundle convention requires as ``evaluator#postprocessing``.
+    ``SaveImaged``'s own writer is not set up: this class initialises as a plain ``MapTransform`` and each subclass
+    does its own writing in ``__call__``; ``SaveImaged.set_options`` (options of that writer) is therefore refused.
+
+    Args:
+        keys: keys of the items the writer reads.
+        allow_missing_keys: don't raise when a key is missing.
     """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+
+    def set_options(self, *args: Any, **kwargs: Any) -> CaseWriterd:
+        """Refused: a case writer has no ``SaveImage`` writer whose options could be set.
+
+        Raises:
+            TypeError: always, naming the class.
+        """
+        raise TypeError(f"{type(self).__name__} writes with its own settings; it has no SaveImage options to set.")
 
 
 def _protected_inputs(data: Mapping[Hashable, Any], key: Hashable, inputs_key: str) -> list[str]:
