@@ -7,11 +7,14 @@ Start it with MONAI Label's own command (its options after ``--conf``; see ``doc
 
 Options (``--conf KEY VALUE``):
 
-- ``bundle``: the bundle folder; default the sibling ``../brats_mri_mckd_segmentation`` of this app.
-- ``bundle_configs``: comma-separated config files under the bundle's ``configs/``, merged in order; default
+- ``bundle``: the bundle folder, or several separated by commas (one model each, named after its folder); default
+  the sibling ``../brats_mri_mckd_segmentation`` of this app. A model-zoo export (``python -m mckd.bundle_export``)
+  is served with its own vendored code (``scripts.mckd``), so ``mckd`` need not be installed for it.
+- ``bundle_configs``: comma-separated config files under each bundle's ``configs/``, merged in order; default
   ``inference.json``. Add the overlay the model was trained with (``cpu_small.json`` for the CPU configuration).
-- ``model_name``: the model's name in ``/info/`` and ``/infer/<model>``; default the bundle folder's name.
-- ``preload``: ``true`` builds the network at start-up instead of on the first request.
+- ``model_name``: the model's name in ``/info/`` and ``/infer/<model>`` when one bundle is served; default the
+  bundle folder's name.
+- ``preload``: ``true`` builds the networks at start-up instead of on the first request.
 
 Only inference is served: MONAI Label would train from its datastore's label maps, which it cannot tell apart by
 label convention (MSD and BraTS 2018 use the same values for different regions); train with the bundle's own configs.
@@ -19,6 +22,7 @@ label convention (MSD and BraTS 2018 use the same values for different regions);
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -28,7 +32,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
-import mckd
+from lib.bundle_code import bundle_package
 from lib.infers import MCKDBundleInferTask
 
 logger = logging.getLogger(__name__)
@@ -37,8 +41,28 @@ logger = logging.getLogger(__name__)
 DEFAULT_BUNDLE = "brats_mri_mckd_segmentation"
 
 
+def _bundle_version(bundle_path: str) -> str:
+    """The bundle's version from its ``configs/metadata.json`` ("unknown" when the metadata has none)."""
+    with open(os.path.join(bundle_path, "configs", "metadata.json")) as fp:
+        return str(json.load(fp).get("version", "unknown"))
+
+
+def _bundle_paths(conf: dict[str, str], app_dir: str) -> list[str]:
+    """The bundle folders of ``--conf bundle`` (default: the repository's sibling bundle), resolved.
+
+    Raises:
+        FileNotFoundError: for a folder without ``configs/``.
+    """
+    default = os.path.join(os.path.dirname(os.path.realpath(app_dir)), DEFAULT_BUNDLE)
+    paths = [os.path.realpath(p.strip()) for p in (conf.get("bundle") or default).split(",") if p.strip()]
+    for path in paths:
+        if not os.path.isdir(os.path.join(path, "configs")):
+            raise FileNotFoundError(f"no bundle at '{path}' (a folder with configs/); pass --conf bundle.")
+    return paths
+
+
 class MCKDApp(MONAILabelApp):
-    """MONAI Label app with one infer task: the MCKD BraTS bundle.
+    """MONAI Label app with one infer task per served MCKD BraTS bundle.
 
     Args:
         app_dir: this app's folder.
@@ -46,37 +70,47 @@ class MCKDApp(MONAILabelApp):
         conf: the ``--conf`` options listed in the module docstring.
 
     Raises:
-        FileNotFoundError: when the bundle folder or one of its configs does not exist.
-        RuntimeError: when the bundle holds no weights (``models/model.pt`` or ``models/model.ts``).
+        FileNotFoundError: when a bundle folder or one of its configs does not exist.
+        ValueError: when ``model_name`` is given for several bundles, or two bundles have the same folder name.
+        RuntimeError: when a bundle holds no weights (``models/model.pt`` or ``models/model.ts``).
     """
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         conf = conf or {}
-        bundle = conf.get("bundle") or os.path.join(os.path.dirname(os.path.realpath(app_dir)), DEFAULT_BUNDLE)
-        self.bundle_path = os.path.realpath(bundle)
-        if not os.path.isdir(os.path.join(self.bundle_path, "configs")):
-            raise FileNotFoundError(f"no bundle at '{self.bundle_path}' (a folder with configs/); pass --conf bundle.")
+        self.bundle_paths = _bundle_paths(conf, app_dir)
+        names = [os.path.basename(p) for p in self.bundle_paths]
+        if conf.get("model_name"):
+            if len(names) > 1:
+                raise ValueError(f"--conf model_name names one model, but {len(names)} bundles are served: {names}.")
+            names = [conf["model_name"]]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two served bundles have the same folder name: {names}; rename one.")
+        self.models = dict(zip(names, self.bundle_paths))
         self.config_files = [c.strip() for c in conf.get("bundle_configs", "inference.json").split(",") if c.strip()]
-        self.model_name = conf.get("model_name") or os.path.basename(self.bundle_path)
         super().__init__(
             app_dir=app_dir,
             studies=studies,
             conf=conf,
             name="MCKD BraTS segmentation (any subset of modalities)",
             description="Brain tumour sub-regions from any non-empty subset of FLAIR, T1, T1ce and T2 (MCKD bundle)",
-            version=mckd.__version__,
+            version=", ".join(f"{name} {_bundle_version(path)}" for name, path in self.models.items()),
         )
 
     def init_infers(self) -> dict[str, InferTask]:
-        """The bundle's infer task under :attr:`model_name`."""
-        task = MCKDBundleInferTask(self.bundle_path, self.conf, config_files=self.config_files)
-        if not task.is_valid():
-            raise RuntimeError(
-                f"the bundle '{self.bundle_path}' cannot be served: it needs configs/{self.config_files[0]} and "
-                "trained weights in models/model.pt (or models/model.ts); train it with configs/train.json first."
+        """One infer task per bundle, under its model name."""
+        infers: dict[str, InferTask] = {}
+        for name, path in self.models.items():
+            task = MCKDBundleInferTask(path, self.conf, config_files=self.config_files)
+            if not task.is_valid():
+                raise RuntimeError(
+                    f"the bundle '{path}' cannot be served: it needs configs/{self.config_files[0]} and trained "
+                    "weights in models/model.pt (or models/model.ts); train it with configs/train.json first."
+                )
+            logger.info(
+                "+++ serving %s as '%s' with configs %s (code: %s)", path, name, self.config_files, bundle_package(path)
             )
-        logger.info("+++ serving %s as '%s' with configs %s", self.bundle_path, self.model_name, self.config_files)
-        return {self.model_name: task}
+            infers[name] = task
+        return infers
 
     def init_strategies(self) -> dict[str, Strategy]:
         """Next-sample strategies for the viewer: the first unlabelled case, or a random one."""

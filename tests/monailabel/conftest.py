@@ -97,3 +97,31 @@ def monailabel_python() -> Path:
         return python
     finally:
         handle.close()
+
+
+@pytest.fixture(scope="session")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The datastore of both servers: synthetic MSD-style 4D cases, one with an all-zero T1 channel."""
+    from tests.monailabel.servers import write_studies
+
+    return write_studies(tmp_path_factory.mktemp("monailabel_studies"))
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Saved, untrained weights of the CPU configuration's network (as the model zoo's CI fakes weights)."""
+    from tests.monailabel.servers import untrained_weights
+
+    return untrained_weights(tmp_path_factory.mktemp("monailabel_weights") / "model.pt")
+
+
+@pytest.fixture(scope="session")
+def zoo_export(untrained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model-zoo export of the bundle for the CPU configuration, shipping the untrained weights."""
+    from mckd.bundle_export import export_bundle
+    from tests.monailabel.servers import BUNDLE
+
+    out = tmp_path_factory.mktemp("monailabel_zoo") / f"{BUNDLE.name}_zoo"
+    url = "https://example.org/brats_mri_mckd_segmentation/model.pt"
+    export_bundle(BUNDLE, out, overlays=["cpu_small.json"], weights=untrained_checkpoint, weights_url=url)
+    return out
