@@ -73,7 +73,9 @@ def resample_case(case: Case, reference: str, folder: Path) -> Case:
             continue
         channel = MetaTensor(image[m : m + 1].as_tensor(), meta=dict(image.meta))
         suffix = f"{spec.separator}{spec.modality_suffixes[modality]}"
-        images.append(SaveCasePrediction(out, postfix=suffix, output_dtype=np.float32)(channel, case.case_id, case.inputs))
+        images.append(
+            SaveCasePrediction(out, postfix=suffix, output_dtype=np.float32)(channel, case.case_id, case.inputs)
+        )
     label_path = case.label
     if label_moved:
         writer = SaveCasePrediction(out, postfix=f"{spec.separator}{spec.label_suffix}", output_dtype=np.uint8)

@@ -134,9 +134,7 @@ def _check_all(cases: Sequence[Case], allow_missing: bool, jobs: int) -> list[Ca
         return list(tqdm(results, total=len(cases), desc="checking cases", unit="case", disable=None, leave=False))
 
 
-def _resample_all(
-    cases: Sequence[Case], reference: str, folder: Path, jobs: int
-) -> tuple[list[Case], list[CaseError]]:
+def _resample_all(cases: Sequence[Case], reference: str, folder: Path, jobs: int) -> tuple[list[Case], list[CaseError]]:
     """Each case on the grid of its ``reference`` modality (copies under ``folder`` where needed), and the failures."""
 
     def resample(case: Case) -> Case | CaseError:
@@ -204,7 +202,8 @@ def _warn_about_loader_rewrites(datalist: dict[str, Any], base: Path) -> None:
         logger.warning(
             "'%s' holds entries named %s: monai.data.load_decathlon_datalist would read these values as paths; "
             "write the datalist into another folder",
-            base, ", ".join(sorted(clashes)[:5]),
+            base,
+            ", ".join(sorted(clashes)[:5]),
         )
 
 
@@ -339,7 +338,9 @@ def prepare_datalist(
     if problems and strict:
         raise PreparationError(f"{len(problems)} case(s) have problems", EXIT_STRICT, problems)
     if not usable:
-        raise PreparationError(f"no usable case among {len(verdicts) + len(found_problems)} under '{root}'", EXIT_USAGE, problems)
+        raise PreparationError(
+            f"no usable case among {len(verdicts) + len(found_problems)} under '{root}'", EXIT_USAGE, problems
+        )
     _warn_unlabelled(usable)
     try:
         datalist = _assemble(usable, layout, spec, seed, out.parent, allow_missing_modalities)
@@ -372,9 +373,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="paper", help="paper (default), kfold:K:I (0-based I) or ratio:R")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     parser.add_argument("--strict", action="store_true", help="fail (exit 1) when any case has a problem")
-    parser.add_argument(
-        "--allow-missing-modalities", action="store_true", help="keep cases with absent modality files"
-    )
+    parser.add_argument("--allow-missing-modalities", action="store_true", help="keep cases with absent modality files")
     parser.add_argument("--jobs", type=int, default=1, help="threads checking cases (default 1)")
     parser.add_argument(
         "--resample-to",
@@ -391,8 +390,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         result = prepare_datalist(
-            args.root, args.out, args.layout, args.split, args.seed, args.strict, args.allow_missing_modalities,
-            args.jobs, args.resample_to, args.resampled_dir,
+            args.root,
+            args.out,
+            args.layout,
+            args.split,
+            args.seed,
+            args.strict,
+            args.allow_missing_modalities,
+            args.jobs,
+            args.resample_to,
+            args.resampled_dir,
         )
     except PreparationError as err:
         if err.problems:

@@ -118,13 +118,22 @@ def setup(bundle, tmp_path_factory) -> SimpleNamespace:
 
 def _infer(bundle, setup, dataset_dir: Path, output_dir: Path) -> subprocess.CompletedProcess:
     command = [
-        sys.executable, "-m", "monai.bundle", "run",
-        "--config_file", json.dumps(bundle.config_files("inference.json", "cpu_small.json")),
-        "--bundle_root", str(setup.bundle_root),
-        "--dataset_dir", str(dataset_dir),
-        "--output_dir", str(output_dir),
-        "--sw_roi_size", "[32, 32, 32]",
-        "--num_workers", "0",
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        json.dumps(bundle.config_files("inference.json", "cpu_small.json")),
+        "--bundle_root",
+        str(setup.bundle_root),
+        "--dataset_dir",
+        str(dataset_dir),
+        "--output_dir",
+        str(output_dir),
+        "--sw_roi_size",
+        "[32, 32, 32]",
+        "--num_workers",
+        "0",
     ]
     return subprocess.run(
         command, cwd=bundle.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, timeout=600
@@ -162,7 +171,9 @@ def test_inference_writes_every_usable_case_and_exits_3_naming_each_skipped_case
         assert f"skipped case '{case}'" in inferred.result.stdout
     assert "Traceback" not in inferred.result.stdout and "ConfigExpression" not in inferred.result.stdout
     assert f"inference summary: {len(USABLE) + len(ON_TWO_GRIDS)} case(s) written" in inferred.result.stdout
-    assert json.loads((setup.root / "predictions" / "shape_mismatch_alignment.json").read_text())["reference"] == "flair"
+    assert (
+        json.loads((setup.root / "predictions" / "shape_mismatch_alignment.json").read_text())["reference"] == "flair"
+    )
 
 
 def test_inference_leaves_its_inputs_untouched(inferred, setup):
@@ -183,7 +194,9 @@ def test_data_preparation_gives_the_same_verdict_as_inference(prepared, inferred
 def test_evaluation_loads_every_listed_case_as_prepared(prepared):
     items = load_datalist(prepared.path, key="testing")
     loaded = [LoadModalitiesd("image")(item) for item in items]
-    assert {item["case_id"]: [m for m, a in zip(MODALITIES, item["available"].tolist()) if a] for item in loaded} == USABLE
+    assert {
+        item["case_id"]: [m for m, a in zip(MODALITIES, item["available"].tolist()) if a] for item in loaded
+    } == USABLE
 
 
 def test_the_monai_label_app_names_and_judges_4d_cases_as_inference_does(bundle, setup):
@@ -243,10 +256,24 @@ def test_a_dicom_case_with_series_of_different_geometries_is_predicted_on_the_re
     flair = bundle.write_dicom_series(patient / "FLAIR", thick, (1.0, 1.0, 3.0), (-4.0, 0.0, 0.0))
     output = setup.root / "clinical_predictions"
     command = [
-        sys.executable, "-m", "monai.bundle", "run",
-        "--config_file", json.dumps(bundle.config_files("inference.json", "cpu_small.json")),
-        "--bundle_root", str(setup.bundle_root), "--dataset_dir", str(patient.parent), "--output_dir", str(output),
-        "--sw_roi_size", "[32, 32, 32]", "--num_workers", "0", "--save_native_grids", "true",
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        json.dumps(bundle.config_files("inference.json", "cpu_small.json")),
+        "--bundle_root",
+        str(setup.bundle_root),
+        "--dataset_dir",
+        str(patient.parent),
+        "--output_dir",
+        str(output),
+        "--sw_roi_size",
+        "[32, 32, 32]",
+        "--num_workers",
+        "0",
+        "--save_native_grids",
+        "true",
     ]
     result = subprocess.run(command, cwd=bundle.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert result.returncode == EXIT_OK, result.stdout[-3000:]

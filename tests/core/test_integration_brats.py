@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Events
 from monai.engines.utils import IterationEvents
 from monai.losses import DiceFocalLoss
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist
-from monai.transforms import EnsureChannelFirstd, LoadImaged
+from monai.transforms import LoadImaged
 
 from data_prep.brats import SPLIT_KEYS, main, prepare_datalist
 from data_prep.synthetic_brats import case_rng, enhancing_plan, generate_case

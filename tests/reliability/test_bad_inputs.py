@@ -285,7 +285,7 @@ def test_missing_file_listed_in_a_datalist_fails_at_start_naming_case_and_file(t
     flair = _nifti(tmp_path / "data" / "c1" / "c1_flair.nii.gz", _volume())
     images = [str(flair), str(flair.with_name("c1_t1.nii.gz")), str(flair), str(flair)]
     path = _write_datalist(tmp_path / "lists", {"training": [{"case_id": "c1", "image": images}]})
-    with pytest.raises(DatalistError, match=rf"1 file\(s\) listed in 'training' do not exist: case 'c1': .*c1_t1"):
+    with pytest.raises(DatalistError, match=r"1 file\(s\) listed in 'training' do not exist: case 'c1': .*c1_t1"):
         load_datalist(path)
     # a modality the datalist marks unavailable may be absent
     marked = {"training": [{"case_id": "c1", "image": images, "available": [True, False, True, True]}]}

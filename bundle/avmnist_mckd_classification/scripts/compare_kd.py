@@ -14,8 +14,6 @@ Several ``--dataset_dir`` (e.g. builds with different ``--audio-rate``) give one
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
 import statistics
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any, Optional, Sequence
 
 from monai.bundle import ConfigWorkflow
 
+from mckd import tables
 from mckd.avmnist.data import read_dataset_info
 from mckd.fileio import write_text_atomic
 
@@ -42,7 +41,13 @@ def availability_label(dataset_dir: str) -> str:
 
 def train_and_evaluate(dataset_dir: str, run_dir: Path, seed: int, kd_weight: float, overrides: dict) -> list[dict]:
     """Train one arm with ``configs/train.json`` and score it with ``configs/evaluate.json``; return the rows."""
-    common = {"dataset_dir": dataset_dir, "bundle_root": str(run_dir), "seed": seed, "kd_weight": kd_weight, **overrides}
+    common = {
+        "dataset_dir": dataset_dir,
+        "bundle_root": str(run_dir),
+        "seed": seed,
+        "kd_weight": kd_weight,
+        **overrides,
+    }
     configs = BUNDLE / "configs"
     train = ConfigWorkflow(config_file=str(configs / "train.json"), workflow_type="train", **common)
     train.initialize()
@@ -58,7 +63,7 @@ def train_and_evaluate(dataset_dir: str, run_dir: Path, seed: int, kd_weight: fl
 
 
 def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sample standard deviation over seeds per (availability, method, inputs)."""
+    """The accuracies over seeds per (availability, method, inputs), their mean and sample standard deviation."""
     groups: dict[tuple, list[float]] = {}
     for r in results:
         groups.setdefault((r["training availability"], r["method"], r["kd_weight"], r["inputs"]), []).append(
@@ -70,6 +75,7 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "method": key[1],
             "kd_weight": key[2],
             "inputs": key[3],
+            "accuracies": values,
             "mean_accuracy": statistics.mean(values),
             "sd_accuracy": statistics.stdev(values) if len(values) > 1 else 0.0,
             "seeds": len(values),
@@ -79,21 +85,18 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(summary: list[dict[str, Any]], seeds: Sequence[int]) -> str:
-    """One table: rows = availability x method, columns = input sets, cells = mean +- sd accuracy (%)."""
+    """One table: rows = availability x method, columns = input sets, cells = mean ± sd accuracy (%)."""
     inputs = list(dict.fromkeys(r["inputs"] for r in summary))
-    lines = [
-        f"Test accuracy (%), mean ± sd over seeds {', '.join(map(str, seeds))}:",
-        "",
-        "| training availability | method | " + " | ".join(inputs) + " |",
-        "|---|---|" + "---|" * len(inputs),
-    ]
     rows: dict[tuple, dict[str, str]] = {}
     for r in summary:
-        cell = f"{100 * r['mean_accuracy']:.2f} ± {100 * r['sd_accuracy']:.2f}"
-        rows.setdefault((r["training availability"], f"{r['method']} (λ={r['kd_weight']:g})"), {})[r["inputs"]] = cell
-    for (availability, method), cells in rows.items():
-        lines.append(f"| {availability} | {method} | " + " | ".join(cells.get(i, "") for i in inputs) + " |")
-    return "\n".join(lines) + "\n"
+        rows.setdefault((r["training availability"], f"{r['method']} (λ={r['kd_weight']:g})"), {})[r["inputs"]] = (
+            tables.mean_sd(r["accuracies"], scale=100.0)
+        )
+    table = tables.markdown_table(
+        ["training availability", "method", *inputs],
+        [[availability, method, *(cells.get(i, "") for i in inputs)] for (availability, method), cells in rows.items()],
+    )
+    return f"Test accuracy (%), mean ± sd over seeds {', '.join(map(str, seeds))}:\n\n{table}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
@@ -114,17 +117,20 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
                 run_dir = work / f"{Path(dataset_dir).name}_kd{kd_weight:g}_seed{seed}"
                 for row in train_and_evaluate(dataset_dir, run_dir, seed, kd_weight, overrides):
                     results.append(
-                        {"training availability": availability, "method": method, "kd_weight": kd_weight,
-                         "seed": seed, **row}
+                        {
+                            "training availability": availability,
+                            "method": method,
+                            "kd_weight": kd_weight,
+                            "seed": seed,
+                            **row,
+                        }
                     )
                 logger.info("done: %s, %s, seed %d", availability, method, seed)
     summary = summarise(results)
     for name, rows, columns in (("runs", results, list(results[0])), ("summary", summary, SUMMARY_COLUMNS)):
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text_atomic(work / f"kd_comparison_{name}.csv", buffer.getvalue())
+        write_text_atomic(
+            work / f"kd_comparison_{name}.csv", tables.csv_text(columns, [[r[c] for c in columns] for r in rows])
+        )
     table = markdown(summary, args.seeds)
     write_text_atomic(work / "kd_comparison.md", table)
     logger.info("summary written to %s\n%s", work / "kd_comparison.md", table)

@@ -6,8 +6,6 @@ accuracy. Used by the bundle's ``evaluate.json`` and by ``scripts/compare_kd.py`
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -16,6 +14,7 @@ import torch
 from monai.data import DataLoader, Dataset
 from torch import nn
 
+from mckd import tables
 from mckd.availability import all_subsets, read_available, subset_name, under_subsets
 from mckd.checkpoints import CheckpointError, load_objects
 from mckd.distillation import ModalityImportance
@@ -135,19 +134,22 @@ class SubsetAccuracyReport:
         rows = self.evaluate()
         importance = self.importance_weights()
         for row in rows:
-            logger.info("accuracy with %s: %.4f (%d/%d)", row["inputs"], row["accuracy"], row["correct"], row["num_samples"])
+            logger.info(
+                "accuracy with %s: %.4f (%d/%d)", row["inputs"], row["accuracy"], row["correct"], row["num_samples"]
+            )
         if importance:
             logger.info("modality importance p: %s", ", ".join(f"{k}={v:.4f}" for k, v in importance.items()))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text_atomic(self.output_dir / "accuracy.csv", buffer.getvalue())
-        lines = [f"# {self.title}", "", "| inputs | accuracy (%) | correct / samples |", "|---|---|---|"]
-        lines += [f"| {r['inputs']} | {100 * r['accuracy']:.2f} | {r['correct']} / {r['num_samples']} |" for r in rows]
+        write_text_atomic(
+            self.output_dir / "accuracy.csv", tables.csv_text(CSV_COLUMNS, [[r[c] for c in CSV_COLUMNS] for r in rows])
+        )
+        table = tables.markdown_table(
+            ["inputs", "accuracy (%)", "correct / samples"],
+            [[r["inputs"], tables.number(r["accuracy"], 100.0), f"{r['correct']} / {r['num_samples']}"] for r in rows],
+        )
+        text = f"# {self.title}\n\n{table}"
         if importance:
-            lines += ["", "Learned modality importance p = softmax(w): "
-                      + ", ".join(f"{MODALITY_DISPLAY_NAMES[k]} {v:.4f}" for k, v in importance.items())]
-        write_text_atomic(self.output_dir / "accuracy.md", "\n".join(lines) + "\n")
+            weights = ", ".join(f"{MODALITY_DISPLAY_NAMES[k]} {v:.4f}" for k, v in importance.items())
+            text += f"\nLearned modality importance p = softmax(w): {weights}\n"
+        write_text_atomic(self.output_dir / "accuracy.md", text)
         write_json_atomic(self.output_dir / "importance.json", importance)
         return rows

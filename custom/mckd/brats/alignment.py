@@ -147,7 +147,9 @@ def choose_reference(images: Sequence[MetaTensor | None], reference: str = "auto
         wanted = MODALITIES.index(reference)
         if wanted in present:
             return wanted
-        logger.info("case '%s': no %s to use as the reference; using the highest-resolution modality.", case_id, reference)
+        logger.info(
+            "case '%s': no %s to use as the reference; using the highest-resolution modality.", case_id, reference
+        )
 
     def key(m: int) -> tuple[float, int, int]:
         image = images[m]
@@ -179,7 +181,11 @@ def _euler_matrix_ras(transform: Any) -> np.ndarray:
 
 
 def register_rigid(
-    moving: MetaTensor, fixed: MetaTensor, case_id: str | None = None, name: str = "", limits: RigidLimits = RigidLimits()
+    moving: MetaTensor,
+    fixed: MetaTensor,
+    case_id: str | None = None,
+    name: str = "",
+    limits: RigidLimits = RigidLimits(),
 ) -> ModalityGrid:
     """Rigidly register ``moving`` to ``fixed`` by Mattes mutual information (SimpleITK).
 
@@ -304,7 +310,9 @@ def align_modalities(
         if entry.resampled:
             aligned[m] = _resample(image, ref, np.asarray(entry.transform))
             if not aligned[m].as_tensor().any() and image.as_tensor().any():
-                raise CaseError(case_id, f"{name} does not overlap the field of view of the reference {report.reference}.")
+                raise CaseError(
+                    case_id, f"{name} does not overlap the field of view of the reference {report.reference}."
+                )
         report.modalities[name] = entry
         logger.info("case '%s': %s onto the %s grid: %s", case_id, name, report.reference, _describe(entry))
     return aligned, report

@@ -216,7 +216,9 @@ def _suffix_table() -> dict[str, tuple[str, str]]:
 
 _SUFFIXES = _suffix_table()
 #: ``(suffix, modality or None for the label, family or None)``, longest suffix first (``t1ce`` before ``t1``).
-_NAMES = sorted([(s, m, f) for s, (m, f) in _SUFFIXES.items()] + [(_LABEL_SUFFIX, None, None)], key=lambda n: -len(n[0]))
+_NAMES = sorted(
+    [(s, m, f) for s, (m, f) in _SUFFIXES.items()] + [(_LABEL_SUFFIX, None, None)], key=lambda n: -len(n[0])
+)
 
 
 def _match(stem: str) -> tuple[str, str | None, str | None] | None:
@@ -411,7 +413,9 @@ def _msd_cases(root: Path) -> list[Case]:
     index = root / "dataset.json"
     try:
         listing = json.loads(index.read_text(encoding="utf-8"))
-        labelled = [((root / item["image"]).resolve(), (root / item["label"]).resolve()) for item in listing["training"]]
+        labelled = [
+            ((root / item["image"]).resolve(), (root / item["label"]).resolve()) for item in listing["training"]
+        ]
         test = [item["image"] if isinstance(item, dict) else item for item in listing.get("test", [])]
         unlabelled = [((root / image).resolve(), None) for image in test]
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -507,7 +511,9 @@ def check_header(case_id: str | None, path: PathLike, shape: Sequence[int], dtyp
         kind = "complex" if np.dtype(dtype).kind == "c" else "boolean"
         raise CaseError(case_id, f"has {kind} voxels ({dtype}); expected integer or floating-point intensities.", path)
     if int(np.prod(shape[:3], dtype=np.int64)) > MAX_VOXELS:
-        raise CaseError(case_id, f"declares an implausible size {shape} (over {MAX_VOXELS} voxels); is it corrupt?", path)
+        raise CaseError(
+            case_id, f"declares an implausible size {shape} (over {MAX_VOXELS} voxels); is it corrupt?", path
+        )
 
 
 def check_geometry(
@@ -604,7 +610,9 @@ def _read_series_headers(folder: Path, case_id: str | None) -> dict[str, list[An
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception as err:  # pydicom raises several types for non-DICOM content
-            raise CaseError(case_id, f"'{path.name}' in this DICOM series folder is not DICOM ({err}).", folder) from err
+            raise CaseError(
+                case_id, f"'{path.name}' in this DICOM series folder is not DICOM ({err}).", folder
+            ) from err
         series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
     return series
 
@@ -627,7 +635,9 @@ def check_dicom_series(folder: PathLike, case_id: str | None = None) -> None:
     series = _read_series_headers(folder, case_id)
     if len(series) > 1:
         uids = ", ".join(sorted(series))
-        raise CaseError(case_id, f"holds {len(series)} DICOM series ({uids}); put each series in its own folder.", folder)
+        raise CaseError(
+            case_id, f"holds {len(series)} DICOM series ({uids}); put each series in its own folder.", folder
+        )
     positions = _slice_positions(next(iter(series.values()), []))
     if positions is None or len(positions) < 3:
         return
@@ -643,11 +653,11 @@ def check_dicom_series(folder: PathLike, case_id: str | None = None) -> None:
     where = f"between positions {positions[first]:.4g} and {positions[first + 1]:.4g} mm"
     if round(ratio) >= 2 and abs(ratio - round(ratio)) <= SLICE_SPACING_RTOL * round(ratio):
         missing = int(sum(round(g / step) - 1 for g in gaps[uneven] if round(g / step) >= 2))
-        raise CaseError(case_id, f"misses {missing} slice(s): the first gap is {where} (slice spacing {step:.4g} mm).", folder)
+        raise CaseError(
+            case_id, f"misses {missing} slice(s): the first gap is {where} (slice spacing {step:.4g} mm).", folder
+        )
     raise CaseError(
         case_id,
         f"has unevenly spaced slices: {gaps.min():.4g} to {gaps.max():.4g} mm apart (first irregular gap {where}).",
         folder,
     )
-
-

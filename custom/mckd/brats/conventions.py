@@ -29,9 +29,7 @@ __all__ = [
 
 #: Modality keys in the fixed channel order used everywhere (the published code's order: 0=FLAIR, 1=T1, 2=T1ce, 3=T2).
 MODALITIES: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
-MODALITY_DISPLAY_NAMES: Mapping[str, str] = MappingProxyType(
-    {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2"}
-)
+MODALITY_DISPLAY_NAMES: Mapping[str, str] = MappingProxyType({"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2"})
 #: Display names in channel order, as reports and bundle configs name the modalities.
 MODALITY_NAMES: tuple[str, ...] = tuple(MODALITY_DISPLAY_NAMES[m] for m in MODALITIES)
 NUM_MODALITIES = len(MODALITIES)

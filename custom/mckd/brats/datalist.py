@@ -151,8 +151,13 @@ def load_datalist(
     if not items and not allow_empty:
         raise DatalistError(path, f"'{key}' is empty; it needs at least one case.")
     _check_items(
-        items, path, key, image_key=image_key, available_key=available_key,
-        label_key=label_key if require_label else None, num_modalities=num_modalities,
+        items,
+        path,
+        key,
+        image_key=image_key,
+        available_key=available_key,
+        label_key=label_key if require_label else None,
+        num_modalities=num_modalities,
     )
     data = load_decathlon_datalist(str(path), is_segmentation=True, data_list_key=key, base_dir=base_dir)
     if check_files:

@@ -224,7 +224,9 @@ class InferenceSummary:
             logger.warning("skipped %s", skipped["reason"])
         logger.info(
             "inference summary: %d case(s) written to %s, %d skipped%s",
-            len(self.written), self.output_dir, len(self.skipped),
+            len(self.written),
+            self.output_dir,
+            len(self.skipped),
             f" (exit status {EXIT_CASES_SKIPPED})" if self.skipped else "",
         )
         write_json_atomic(self.output_dir / _SUMMARY_FILE, summary)

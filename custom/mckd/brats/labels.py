@@ -77,7 +77,9 @@ class ConvertLabelToRegions(Transform):
         self.convention = resolve_convention(convention)
         self.strict = strict
 
-    def __call__(self, label: Any, convention: ConventionLike | None = None, case_id: str | None = None) -> torch.Tensor:
+    def __call__(
+        self, label: Any, convention: ConventionLike | None = None, case_id: str | None = None
+    ) -> torch.Tensor:
         """Convert ``label``; ``convention`` overrides the one given at construction for this call."""
         conv = self.convention if convention is None else resolve_convention(convention)
         lab = convert_to_tensor(label, track_meta=False)

@@ -40,7 +40,13 @@ from mckd.brats.conventions import LAYOUTS, MODALITIES, MODALITY_DISPLAY_NAMES
 
 __all__ = [
     "read_checked",
-    "LoadModalities", "LoadModalitiesd", "CaseVerdict", "check_case", "PackAvailability", "PackAvailabilityd"]
+    "LoadModalities",
+    "LoadModalitiesd",
+    "CaseVerdict",
+    "check_case",
+    "PackAvailability",
+    "PackAvailabilityd",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +213,9 @@ class LoadModalities(Transform):
             for m in present[1:]:
                 other = loaded[m]
                 check_geometry(
-                    case_id, (_describe(ref), ref.shape[1:], ref.affine), (_describe(other), other.shape[1:], other.affine)
+                    case_id,
+                    (_describe(ref), ref.shape[1:], ref.affine),
+                    (_describe(other), other.shape[1:], other.affine),
                 )
         else:
             loaded, report = align_modalities(loaded, self.grid, self.reference, case_id, self.limits)
@@ -257,7 +265,9 @@ class LoadModalities(Transform):
             if (blank & mask).any():
                 logger.warning(
                     "case '%s': %s has all-zero channels %s; those modalities are treated as missing.",
-                    case_id, path, (blank & mask).nonzero().flatten().tolist(),
+                    case_id,
+                    path,
+                    (blank & mask).nonzero().flatten().tolist(),
                 )
             mask = mask & ~blank
         if not mask.any():

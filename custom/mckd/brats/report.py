@@ -13,18 +13,17 @@ the literature list (or results over a different number of modalities) follow in
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from monai.config import PathLike
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from monai.config import PathLike
 
+from mckd import tables
 from mckd.brats.conventions import MODALITIES, MODALITY_DISPLAY_NAMES, REGION_DISPLAY_NAMES
 from mckd.evaluation import CaseSlice, SubsetEvaluator, SubsetResults
 from mckd.fileio import atomic_path, write_json_atomic, write_text_atomic
@@ -87,10 +86,6 @@ def row_order(results: SubsetResults, order: str = "literature") -> list[int]:
     return first + [i for i in indices if i not in first]
 
 
-def _fmt(value: float, scale: float = 1.0) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value * scale:.2f}"
-
-
 def markdown_table(results: SubsetResults, order: str = "literature", dice_percent: bool = True) -> str:
     """The results as a Markdown table: one row per subset, then the mean over subsets.
 
@@ -100,15 +95,14 @@ def markdown_table(results: SubsetResults, order: str = "literature", dice_perce
     dice_unit = " (%)" if dice_percent else ""
     header = ["Subset"] + [f"Dice {r}{dice_unit}" for r in results.region_names]
     header += [f"HD95 {r}" for r in results.region_names]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     dice, hd95 = results.per_subset_mean("dice"), results.per_subset_mean("hd95")
-    for s in row_order(results, order):
-        cells = [results.subset_names[s]] + [_fmt(v, scale) for v in dice[s]] + [_fmt(v) for v in hd95[s]]
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [
+        [results.subset_names[s]] + [tables.number(v, scale) for v in dice[s]] + [tables.number(v) for v in hd95[s]]
+        for s in row_order(results, order)
+    ]
     mean_dice, mean_hd95 = results.mean_over_subsets("dice"), results.mean_over_subsets("hd95")
-    cells = [f"**{MEAN_ROW}**"] + [f"**{_fmt(v, scale)}**" for v in mean_dice] + [f"**{_fmt(v)}**" for v in mean_hd95]
-    lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    rows.append([MEAN_ROW] + [tables.number(v, scale) for v in mean_dice] + [tables.number(v) for v in mean_hd95])
+    return tables.markdown_table(header, rows, bold_last=True)
 
 
 def convention_header(results: SubsetResults) -> str:
@@ -148,23 +142,20 @@ def _extra_table(results: SubsetResults, order: str) -> str:
         return ""
     metrics = list(results.extra)
     header = ["Subset"] + [f"{m} {r}" for m in metrics for r in results.region_names]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     means = {m: results.per_subset_mean(m) for m in metrics}
-    for s in row_order(results, order):
-        cells = [results.subset_names[s]] + [_fmt(v) for m in metrics for v in means[m][s]]
-        lines.append("| " + " | ".join(cells) + " |")
-    overall = [_fmt(v) for m in metrics for v in results.mean_over_subsets(m)]
-    lines.append("| " + " | ".join([f"**{MEAN_ROW}**"] + [f"**{v}**" for v in overall]) + " |")
-    return "## Further metrics\n\n" + "\n".join(lines) + "\n\n"
+    rows = [
+        [results.subset_names[s]] + [tables.number(v) for m in metrics for v in means[m][s]]
+        for s in row_order(results, order)
+    ]
+    rows.append([MEAN_ROW] + [tables.number(v) for m in metrics for v in results.mean_over_subsets(m)])
+    return "## Further metrics\n\n" + tables.markdown_table(header, rows, bold_last=True) + "\n"
 
 
 def _importance_table(results: SubsetResults) -> str:
     if not results.importance:
         return "No importance weights were given.\n"
-    lines = ["| Modality | p |", "|---|---:|"]
-    for name, value in results.importance.items():
-        lines.append(f"| {MODALITY_DISPLAY_NAMES.get(name, name)} | {value:.4f} |")
-    return "\n".join(lines) + "\n"
+    rows = [[MODALITY_DISPLAY_NAMES.get(name, name), f"{value:.4f}"] for name, value in results.importance.items()]
+    return tables.markdown_table(["Modality", "p"], rows)
 
 
 def markdown_report(
@@ -178,17 +169,9 @@ def markdown_report(
     )
 
 
-def _csv_text(header: list[str], rows: list[list[object]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _long_csv(results: SubsetResults) -> str:
     header = ["subset", "case", "region", *results.metrics]
-    return _csv_text(header, [[r[k] for k in header] for r in results.records()])
+    return tables.csv_text(header, [[r[k] for k in header] for r in results.records()])
 
 
 def _summary_csv(results: SubsetResults, order: str) -> str:
@@ -202,7 +185,7 @@ def _summary_csv(results: SubsetResults, order: str) -> str:
     for r, region in enumerate(results.region_names):
         rows.append([MEAN_ROW, region, *(overall[m][r] for m in results.metrics), len(results.case_ids)])
     header = ["subset", "region", *(f"{m}_mean" for m in results.metrics), "num_cases"]
-    return _csv_text(header, rows)
+    return tables.csv_text(header, rows)
 
 
 def _save(fig: Figure, target: Path) -> None:
@@ -224,8 +207,9 @@ def _heatmap(results: SubsetResults, target: Path, order: str, metric: str = "di
         vmin, cmap, title, unit = 0.0, "magma_r", "HD95 per modality subset (lower is better)", "HD95 (mm)"
     fig = Figure(figsize=(1.2 * len(results.region_names) + 3.0, 0.35 * len(labels) + 1.5))
     ax = fig.add_subplot()
-    im = ax.imshow(np.nan_to_num(values, nan=vmin if metric == "dice" else vmax), vmin=vmin, vmax=vmax, cmap=cmap,
-                   aspect="auto")
+    im = ax.imshow(
+        np.nan_to_num(values, nan=vmin if metric == "dice" else vmax), vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto"
+    )
     ax.set_xticks(range(len(results.region_names)), results.region_names)
     ax.set_yticks(range(len(labels)), labels)
     ax.axhline(len(rows) - 0.5, color="white", linewidth=2)
@@ -279,13 +263,19 @@ def _overlay(results: SubsetResults, target: Path, order: str) -> None:
             axes[1].set_title("no case could be evaluated", fontsize=7)
             continue
         c = results.case_ids.index(kept.case_id)
-        dice = " / ".join(_fmt(v, 100.0) for v in results.dice[s, c])
+        dice = " / ".join(tables.number(v, 100.0) for v in results.dice[s, c])
         shown = [m for m, used in enumerate(results.subsets[s]) if used and kept.available[m]][0]
         for ax, masks in zip(axes, (None, kept.reference, kept.prediction[s])):
             ax.imshow(kept.image[shown], cmap="gray")
             if masks is not None:
-                ax.imshow(_regions_map(masks, paint_order), cmap=colours, vmin=0, vmax=len(results.region_names),
-                          alpha=0.6, interpolation="nearest")
+                ax.imshow(
+                    _regions_map(masks, paint_order),
+                    cmap=colours,
+                    vmin=0,
+                    vmax=len(results.region_names),
+                    alpha=0.6,
+                    interpolation="nearest",
+                )
         axes[0].set_ylabel(results.subset_names[s], fontsize=7)
         axes[0].set_title(f"{kept.case_id}, slice {kept.index}, {results.modality_names[shown]}", fontsize=7)
         axes[1].set_title("reference", fontsize=7)
