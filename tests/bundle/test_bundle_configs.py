@@ -109,4 +109,11 @@ def test_multi_gpu_overlay_silences_only_the_loggers_on_other_ranks(bundle):
     parser = ConfigParser()
     parser.read_config(bundle.config_files("train.json", "multi_gpu_train.json"))
     silenced = [h["_target_"] for h in parser["train"]["handlers"] if h.get("_disabled_") == "@is_not_rank0"]
-    assert silenced == ["StatsHandler", "TensorBoardStatsHandler"]
+    assert silenced == ["StatsHandler", "TensorBoardStatsHandler", "mckd.monitoring.ImportanceTrajectoryWriter"]
+    # by name, not list position: train.json's switch is off, the overlay sets it per rank
+    assert parser["is_not_rank0"] == "$dist.get_rank() > 0"
+    single = ConfigParser()
+    single.read_config(bundle.config_files("train.json"))
+    assert single["is_not_rank0"] is False
+    overlay = json.loads((bundle.configs / "multi_gpu_train.json").read_text())
+    assert not any(key.startswith("train#handlers#") for key in overlay)
