@@ -39,6 +39,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from mckd.avmnist.conventions import IMAGE_SHAPE, NUM_CLASSES
+from mckd.progress import progress_bar
 
 from ._avmnist_features import SAMPLE_RATE, MFCCSettings, add_noise, mfcc_features, resample, trim_silence
 from ._avmnist_protocol import availability_mask, check_rates, split_meta_validation, write_dataset
@@ -173,6 +174,7 @@ def build_standard(
         images, labels = read_mnist_split(mnist_dir, split)
         per_class = len(speakers) * len(indices)
         picked, audio, digits, who, sources = [], [], [], [], []
+        bar = progress_bar(NUM_CLASSES * per_class, f"AV-MNIST {split} pairs", unit="pair")
         for digit in range(NUM_CLASSES):
             chosen = _select_images(images, labels, digit, per_class, last=split == "test", what=f"MNIST {split}")
             recordings_of_digit = [(speaker, index) for speaker in speakers for index in indices]
@@ -184,6 +186,8 @@ def build_standard(
                 digits.append(digit)
                 who.append(speaker)
                 sources.append((image_index, index))
+                bar.update(1)
+        bar.close()
         splits[split] = _pair(images[picked], audio, np.asarray(digits), who, np.asarray(sources))
     info = {
         "name": "AV-MNIST (SMIL protocol)",
@@ -269,6 +273,7 @@ def _synthesise_split(
     rng: np.random.Generator, cache: Path, mfcc: MFCCSettings,
 ) -> dict[str, np.ndarray]:
     picked, audio, digits, voices, sources = [], [], [], [], []
+    bar = progress_bar(sum(len(c) for c in chosen.values()), "synthesised utterances", unit="pair")
     for digit in range(NUM_CLASSES):
         for k, image_index in enumerate(chosen[digit]):
             utterance = Utterance(
@@ -285,6 +290,8 @@ def _synthesise_split(
             digits.append(digit)
             voices.append(utterance.voice)
             sources.append((image_index, k))
+            bar.update(1)
+    bar.close()
     return _pair(images[picked], audio, np.asarray(digits), voices, np.asarray(sources))
 
 

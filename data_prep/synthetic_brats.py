@@ -31,6 +31,7 @@ import numpy as np
 
 from mckd.brats.conventions import LAYOUTS, MODALITIES, REGIONS, DatasetLayout, LabelConvention
 from mckd.fileio import atomic_path, write_json_atomic
+from mckd.progress import progress_bar
 
 __all__ = [
     "DEFAULT_SHAPE",
@@ -393,15 +394,18 @@ def write_dataset(
     shape = _validated_shape(shape)
     out, spec = Path(out), LAYOUTS[layout]
     written = []
-    for index, enhancing in enumerate(enhancing_plan(n_cases, seed)):
-        case_id = synthetic_case_id(layout, index)
-        case = generate_case(shape, case_rng(seed, index), enhancing)
-        if spec.four_d:
-            images, label = _write_msd_case(out, case_id, case, spec)
-        else:
-            images, label = _write_per_modality_case(_case_folder(out, layout, case_id, enhancing), case_id, case, spec)
-        written.append(WrittenCase(case_id, index, enhancing, images, label))
-        logger.debug("wrote %s", case_id)
+    with progress_bar(n_cases, "synthetic cases", unit="case") as bar:
+        for index, enhancing in enumerate(enhancing_plan(n_cases, seed)):
+            case_id = synthetic_case_id(layout, index)
+            case = generate_case(shape, case_rng(seed, index), enhancing)
+            if spec.four_d:
+                images, label = _write_msd_case(out, case_id, case, spec)
+            else:
+                folder = _case_folder(out, layout, case_id, enhancing)
+                images, label = _write_per_modality_case(folder, case_id, case, spec)
+            written.append(WrittenCase(case_id, index, enhancing, images, label))
+            logger.debug("wrote %s", case_id)
+            bar.update(1)
     if spec.four_d:
         write_json_atomic(out / "dataset.json", _msd_dataset_json(written, spec))
     return written

@@ -33,6 +33,7 @@ from monai.transforms import Activations, AsDiscrete, Compose
 
 from mckd.availability import all_subsets, pack_available, read_available, subset_name, under_subsets
 from mckd.checkpoints import CheckpointError, load_objects
+from mckd.progress import progress_bar
 from mckd.scoring import ConventionLike, score_regions, scoring_convention, voxel_spacing
 
 __all__ = [
@@ -335,8 +336,9 @@ class SubsetEvaluator:
         slices: list[CaseSlice] = []
         num_regions = None
         num_batches = len(self.dataloader) if hasattr(self.dataloader, "__len__") else None
-        with torch.no_grad():
+        with torch.no_grad(), progress_bar(num_batches, "evaluating", unit="batch") as bar:
             for batch in self.dataloader:
+                bar.update(1)
                 image = batch[self.image_key]
                 image = (image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)).to(self.device)
                 label = batch[self.label_key]
