@@ -25,7 +25,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import LoadImage
 
-from mckd.brats.cases import CaseError
+from mckd.brats.cases import CaseError, image_stem
 from mckd.brats.conventions import MODALITIES
 from mckd.brats.datalist import load_datalist
 from mckd.brats.inference import EXIT_CASES_SKIPPED, EXIT_OK, EXIT_USAGE
@@ -205,7 +205,7 @@ def test_the_monai_label_app_names_and_judges_4d_cases_as_inference_does(bundle,
         from lib.transforms import CaseIdFromPathd
     finally:
         sys.path.pop(0)
-    chain = [CaseIdFromPathd(), LoadModalitiesd("image")]
+    chain = [CaseIdFromPathd(stem=image_stem), LoadModalitiesd("image")]
 
     def serve(name: str) -> dict:
         data = {"image_path": str(setup.cases / name), "image": str(setup.cases / name)}

@@ -265,7 +265,7 @@ def _write_datalist(folder: Path, content) -> Path:
         ({"training": {"image": "x"}}, "training", "'training' must be a list of cases, not a dict"),
         ({"training": []}, "training", "'training' is empty; it needs at least one case"),
         ({"training": [{"image": []}], "meta_validation": []}, "meta_validation", "'meta_validation' is empty"),
-        ({"training": [{"label": "x.nii.gz"}]}, "training", r"item 0 \(case '\?'\) is not an object with an 'image'"),
+        ({"training": [{"label": "x.nii.gz"}]}, "training", r"'training': item 0 \(case '\?'\) is not an object with an"),
     ],
     ids=["malformed", "empty file", "not an object", "no key", "not a list", "empty training",
          "empty meta-validation", "item without image"],
