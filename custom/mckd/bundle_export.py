@@ -9,7 +9,8 @@ The export therefore
 1. copies the bundle (without ``models/``, ``eval/``, ``runs/``, caches and ``.gitignore`` files),
 2. vendors the import closure of every ``mckd`` module the configs name, plus ``data_prep.brats`` (the datalist
    command, runnable as ``python -m scripts.data_prep.brats``) and ``mckd.ckpt_export`` (the checked TorchScript
-   export, ``python -m scripts.mckd.ckpt_export``), as ``scripts/mckd/...`` and ``scripts/data_prep/...``,
+   export, ``python -m scripts.mckd.ckpt_export``) and ``mckd.onnx_export`` (the checked ONNX export), as
+   ``scripts/mckd/...`` and ``scripts/data_prep/...``,
    rewriting their absolute imports ``mckd.x`` -> ``scripts.mckd.x`` (relative imports are kept),
 3. points the configs' ``_target_`` paths and expressions at ``scripts.mckd...``,
 4. formats the vendored code with black (line length 120, the model zoo's setting), so that the zoo's code-format
@@ -80,8 +81,8 @@ logger = logging.getLogger(__name__)
 
 #: Top-level packages of this repository that are vendored (and whose imports are rewritten) in an export.
 VENDORED_PACKAGES: tuple[str, ...] = ("mckd", "data_prep")
-#: Modules vendored even though no config names them: the datalist and TorchScript export commands of the README.
-DEFAULT_EXTRA_MODULES: tuple[str, ...] = ("data_prep.brats", "mckd.ckpt_export")
+#: Modules vendored even though no config names them: the datalist, TorchScript and ONNX commands of the README.
+DEFAULT_EXTRA_MODULES: tuple[str, ...] = ("data_prep.brats", "mckd.ckpt_export", "mckd.onnx_export")
 #: Name of the bundle's custom-code package (model-zoo convention).
 SCRIPTS = "scripts"
 #: The model zoo's black / flake8 line length (its ``pyproject.toml`` and ``setup.cfg``).
