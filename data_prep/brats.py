@@ -312,23 +312,10 @@ def prepare_datalist(
         PreparationError: with ``status`` :data:`EXIT_STRICT` (strict and problems) or :data:`EXIT_USAGE` (usage
             error, no usable case, output refused or not writable).
     """
-    root, out = Path(root), Path(out)
-    try:
-        spec = SplitSpec.parse(split)
-        if jobs < 1:
-            raise ValueError(f"--jobs must be at least 1, got {jobs}.")
-    except ValueError as err:
-        raise PreparationError(str(err), EXIT_USAGE) from err
+    root, out, spec = Path(root), Path(out), _parse_split(split, jobs)
     layout, cases, found_problems = _find(root, layout)
     copies = Path(resampled_dir) if resampled_dir is not None else out.parent / "resampled"
-    try:
-        _check_output(out, root, cases)
-        if resample_to is not None:
-            if resample_to != "auto" and resample_to not in MODALITIES:
-                raise ValueError(f"--resample-to must be auto or one of {', '.join(MODALITIES)}, got '{resample_to}'.")
-            _check_outside(copies, root, "--resampled-dir")
-    except ValueError as err:
-        raise PreparationError(str(err), EXIT_USAGE) from err
+    _check_outputs(out, root, cases, resample_to, copies)
     if resample_to is not None:
         cases, failed = _resample_all(cases, resample_to, copies, jobs)
         found_problems = [*found_problems, *failed]
@@ -338,9 +325,8 @@ def prepare_datalist(
     if problems and strict:
         raise PreparationError(f"{len(problems)} case(s) have problems", EXIT_STRICT, problems)
     if not usable:
-        raise PreparationError(
-            f"no usable case among {len(verdicts) + len(found_problems)} under '{root}'", EXIT_USAGE, problems
-        )
+        total = len(verdicts) + len(found_problems)
+        raise PreparationError(f"no usable case among {total} under '{root}'", EXIT_USAGE, problems)
     _warn_unlabelled(usable)
     try:
         datalist = _assemble(usable, layout, spec, seed, out.parent, allow_missing_modalities)
@@ -352,6 +338,36 @@ def prepare_datalist(
     except (ValueError, PermissionError) as err:
         raise PreparationError(str(err), EXIT_USAGE, problems) from err
     return Preparation(out, layout, datalist, problems)
+
+
+def _parse_split(split: str, jobs: int) -> SplitSpec:
+    """The split specification, after checking the job count.
+
+    Raises:
+        PreparationError: (usage) for a malformed split or fewer than one job.
+    """
+    try:
+        if jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {jobs}.")
+        return SplitSpec.parse(split)
+    except ValueError as err:
+        raise PreparationError(str(err), EXIT_USAGE) from err
+
+
+def _check_outputs(out: Path, root: Path, cases: Sequence[Case], resample_to: str | None, copies: Path) -> None:
+    """Refuse the datalist path and the copies' folder before anything is read or written.
+
+    Raises:
+        PreparationError: (usage) for an output over an input or inside the dataset, or an unknown modality.
+    """
+    try:
+        _check_output(out, root, cases)
+        if resample_to is not None:
+            if resample_to != "auto" and resample_to not in MODALITIES:
+                raise ValueError(f"--resample-to must be auto or one of {', '.join(MODALITIES)}, got '{resample_to}'.")
+            _check_outside(copies, root, "--resampled-dir")
+    except ValueError as err:
+        raise PreparationError(str(err), EXIT_USAGE) from err
 
 
 def _log_problems(header: str, problems: Sequence[CaseError], root: Path, level: int) -> None:

@@ -180,6 +180,25 @@ def _euler_matrix_ras(transform: Any) -> np.ndarray:
     return _FLIP @ matrix @ _FLIP
 
 
+def _registration_method(fixed_image: Any) -> Any:
+    """SimpleITK's rigid registration set up as :func:`register_rigid` describes (Mattes MI, three levels)."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    voxels = float(np.prod(fixed_image.GetSize()))
+    # about _SAMPLES metric samples per level, whatever the image size: seconds per pair on a CPU
+    method.SetMetricSamplingPercentagePerLevel([min(1.0, _SAMPLES * s**3 / voxels) for s in _SHRINK], 1234)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=0.1, minStep=1e-5, numberOfIterations=300, relaxationFactor=0.7, gradientMagnitudeTolerance=1e-8
+    )
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(_SHRINK))
+    method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return method
+
+
 def register_rigid(
     moving: MetaTensor,
     fixed: MetaTensor,
@@ -205,20 +224,7 @@ def register_rigid(
     fixed_image, moving_image = _to_sitk(fixed), _to_sitk(moving)
     initial = sitk.Euler3DTransform()
     initial.SetCenter(fixed_image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in fixed_image.GetSize()]))
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    voxels = float(np.prod(fixed_image.GetSize()))
-    # about _SAMPLES metric samples per level, whatever the image size: seconds per pair on a CPU
-    method.SetMetricSamplingPercentagePerLevel([min(1.0, _SAMPLES * s**3 / voxels) for s in _SHRINK], 1234)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=0.1, minStep=1e-5, numberOfIterations=300, relaxationFactor=0.7, gradientMagnitudeTolerance=1e-8
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(list(_SHRINK))
-    method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method = _registration_method(fixed_image)
     method.SetInitialTransform(initial, inPlace=True)
     try:
         method.Execute(fixed_image, moving_image)
