@@ -106,6 +106,8 @@ def test_train_evaluate_infer_through_the_bundle_runner(tiny_dataset, tmp_path):
     overrides = ["--dataset_dir", str(tiny_dataset), "--bundle_root", str(tmp_path)]
     fast = [item for key, value in FAST.items() for item in (f"--{key}", str(value))]
     _bundle_run("training", "--config_file", "configs/train.json", *overrides, *fast)
+    trajectory = (tmp_path / "eval" / "importance_trajectory.csv").read_text().splitlines()
+    assert trajectory[0] == "iteration,image,audio" and trajectory[1].startswith("1,")
     evaluated = _bundle_run("--config_file", "['configs/train.json','configs/evaluate.json']", *overrides)
     for inputs in ("Image", "Audio", "Image+Audio"):
         assert f"accuracy with {inputs}:" in evaluated.stdout + evaluated.stderr
