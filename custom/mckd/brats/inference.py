@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,9 +111,6 @@ class CaseDataset(Dataset):
         data: datalist entries with ``case_id`` (e.g. :attr:`mckd.brats.cases.Discovery.items`).
         transform: the preprocessing.
     """
-
-    def __init__(self, data: Sequence[Mapping[str, Any]], transform: Callable | None = None) -> None:
-        super().__init__(data=data, transform=transform)
 
     def _transform(self, index: int) -> Any:
         item = self.data[index]
