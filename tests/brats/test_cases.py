@@ -200,3 +200,11 @@ def test_a_header_claiming_an_absurd_size_is_a_case_error_before_any_voxel_is_re
     with pytest.raises(CaseError, match=r"case 'c1' \(file 'x.nii'\): declares an implausible size"):
         check_header("c1", "x.nii", (4096, 4096, 4096), np.dtype(np.float32))
     assert MAX_VOXELS > 240 * 240 * 155
+
+
+def test_a_folder_without_any_image_file_is_not_a_case(tmp_path, helpers):
+    helpers.write_nifti(tmp_path / "c1" / "c1_flair.nii.gz", _vol())
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "survival_info.csv").write_text("id,days\n")
+    found = discover_cases(tmp_path)
+    assert [c.case_id for c in found.cases] == ["c1"] and found.problems == []

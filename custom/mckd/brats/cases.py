@@ -285,8 +285,11 @@ class _Walker:
         others = [d for d in dirs if d not in series]
         for sub in others:
             self.walk(sub, depth + 1, is_root=False)
-        if len(self.cases) + len(self.problems) == found_before and not is_root and not others:
+        nothing = len(self.cases) + len(self.problems) == found_before and not is_root and not others
+        if nothing and (files or series or not entries):
             self.problem(folder.name, _nothing_found(files), folder)
+        elif nothing:
+            logger.debug("ignoring %s: it holds no image file.", folder)
 
     def folder_cases(
         self, folder: Path, files: list[Path], series: dict[Path, Path], single_file: bool = False
