@@ -1,4 +1,4 @@
-"""The demo command end to end at a toy size (the real demo trains 300 iterations on 20 cases)."""
+"""The demo command end to end at a toy size (the real demo trains cpu_small.json's schedule on 32 cases)."""
 
 from __future__ import annotations
 
