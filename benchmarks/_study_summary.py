@@ -6,6 +6,9 @@ The per-run records these functions consume are produced by :mod:`benchmarks.acc
 - a BraTS run record: ``{"arm": str, "seed": int, "dice": {subset: {region: float}}, ...}``;
 - an AV-MNIST run record: ``{"arm": str, "seed": int, "accuracy": {inputs: float}, ...}``;
 - an importance trajectory: ``{"arm": str, "seed": int, "modalities": [...], "points": [[iteration, p_0, ...], ...]}``.
+
+A run record with ``scored: False`` or ``diverged: True`` is never scored: the summaries leave it out and list it
+under ``not_scored``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from mckd.fileio import atomic_path
 __all__ = [
     "MEAN_ROW",
     "SINGLES_ROW",
+    "is_scored",
+    "not_scored",
+    "importance_ranking",
     "mean_sd",
     "paired_comparison",
     "brats_seed_values",
@@ -38,6 +44,20 @@ __all__ = [
 MEAN_ROW = "Mean over subsets"
 #: Row name of the mean over the single-modality subsets.
 SINGLES_ROW = "Mean of single-modality subsets"
+
+
+def is_scored(run: Mapping[str, Any]) -> bool:
+    """Whether a run record may be scored: it was evaluated (``scored`` not False) and did not diverge."""
+    return bool(run.get("scored", True)) and not bool(run.get("diverged", False))
+
+
+def not_scored(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[int]]:
+    """Seeds of the runs that are not scored, per arm (arms without such runs are absent)."""
+    seeds: dict[str, list[int]] = {}
+    for run in runs:
+        if not is_scored(run):
+            seeds.setdefault(run["arm"], []).append(int(run["seed"]))
+    return {arm: sorted(values) for arm, values in seeds.items()}
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -93,13 +113,13 @@ def brats_seed_values(runs: Sequence[Mapping[str, Any]], singles: Sequence[str])
     """Per arm, row and region, the value of each seed.
 
     Rows are every subset of the runs, :data:`MEAN_ROW` (mean over all subsets of the run) and :data:`SINGLES_ROW`
-    (mean over the ``singles`` subsets).
+    (mean over the ``singles`` subsets). Runs that are not scored (:func:`is_scored`) are left out.
 
     Raises:
         ValueError: when a run lacks one of the ``singles`` subsets.
     """
     values: dict[str, dict[str, dict[str, dict[int, float]]]] = {}
-    for run in runs:
+    for run in filter(is_scored, runs):
         dice: Mapping[str, Mapping[str, float]] = run["dice"]
         missing = [s for s in singles if s not in dice]
         if missing:
@@ -122,9 +142,11 @@ def summarise_brats(
     paired comparison of ``reference_arm`` with every other arm on :data:`MEAN_ROW`, :data:`SINGLES_ROW` and each
     single-modality subset.
 
+    Runs that are not scored are left out of everything (a comparison pairs only the seeds both arms scored).
+
     Returns:
         ``{"table": {arm: {row: {region: {"mean", "sd", "n"}}}}, "comparisons": [{"reference", "other", "row",
-        "region", ...paired_comparison}]}``.
+        "region", ...paired_comparison}], "not_scored": {arm: [seeds]}}``.
     """
     values = brats_seed_values(runs, singles)
     table = {
@@ -138,24 +160,32 @@ def summarise_brats(
     comparisons = []
     if reference_arm is not None and reference_arm in values:
         for other in values:
-            if other == reference_arm:
+            if other == reference_arm or not set(_seeds(values[other])) & set(_seeds(values[reference_arm])):
                 continue
             for row in (MEAN_ROW, SINGLES_ROW, *singles):
                 for region, per_seed in values[reference_arm][row].items():
                     result = paired_comparison(per_seed, values[other][row][region])
                     comparisons.append({"reference": reference_arm, "other": other, "row": row, "region": region,
                                         **result})
-    return {"table": table, "comparisons": comparisons}
+    return {"table": table, "comparisons": comparisons, "not_scored": not_scored(runs)}
+
+
+def _seeds(rows: Mapping[str, Mapping[str, Mapping[int, float]]]) -> list[int]:
+    """The seeds of one arm's per-row, per-region values."""
+    return sorted({seed for per_region in rows.values() for per_seed in per_region.values() for seed in per_seed})
 
 
 def summarise_avmnist(runs: Sequence[Mapping[str, Any]], reference_arm: Optional[str] = None) -> dict[str, Any]:
     """Mean ± sd over seeds of the accuracy per arm and input set, and paired comparisons with ``reference_arm``.
 
+    Runs that are not scored are left out, as in :func:`summarise_brats`.
+
     Returns:
-        ``{"table": {arm: {inputs: {"mean", "sd", "n"}}}, "comparisons": [{"reference", "other", "inputs", ...}]}``.
+        ``{"table": {arm: {inputs: {"mean", "sd", "n"}}}, "comparisons": [{"reference", "other", "inputs", ...}],
+        "not_scored": {arm: [seeds]}}``.
     """
     values: dict[str, dict[str, dict[int, float]]] = {}
-    for run in runs:
+    for run in filter(is_scored, runs):
         for inputs, accuracy in run["accuracy"].items():
             values.setdefault(run["arm"], {}).setdefault(inputs, {})[int(run["seed"])] = float(accuracy)
     table = {
@@ -165,13 +195,63 @@ def summarise_avmnist(runs: Sequence[Mapping[str, Any]], reference_arm: Optional
     }
     comparisons = []
     if reference_arm is not None and reference_arm in values:
+        reference_seeds = {seed for per_seed in values[reference_arm].values() for seed in per_seed}
         for other in values:
-            if other == reference_arm:
+            if other == reference_arm or not reference_seeds & {s for v in values[other].values() for s in v}:
                 continue
             for inputs, per_seed in values[reference_arm].items():
                 result = paired_comparison(per_seed, values[other][inputs])
                 comparisons.append({"reference": reference_arm, "other": other, "inputs": inputs, **result})
-    return {"table": table, "comparisons": comparisons}
+    return {"table": table, "comparisons": comparisons, "not_scored": not_scored(runs)}
+
+
+def importance_ranking(
+    trajectories: Sequence[Mapping[str, Any]], informativeness: Mapping[str, float]
+) -> dict[str, dict[str, Any]]:
+    """How the learned importance ``p`` ranks the modalities, per arm, compared with a reference ranking.
+
+    Args:
+        trajectories: records with ``arm``, ``modalities`` and ``points`` (``[[iteration, p_0, ...], ...]``); a record
+            whose last ``p`` is not finite is left out.
+        informativeness: per modality name, how much that modality alone reveals (higher = more), e.g. the accuracy
+            of the modality alone; it defines the reference ranking.
+
+    Returns:
+        per arm: ``n`` (records), ``mean_p`` (last ``p`` per modality, mean over records), ``spearman`` (mean over
+        records of the rank correlation of the last ``p`` with ``informativeness``; NaN when ``p`` has ties, e.g.
+        uniform), ``top_agrees`` and ``last_agrees`` (fraction of records whose largest / smallest ``p`` belongs to the
+        most / least informative modality), ``distance_start`` and ``distance_end`` (mean over records of
+        ``max_m |p_m - 1/M|`` before training and after the last meta round).
+
+    Raises:
+        KeyError: when a record's modality has no ``informativeness``.
+    """
+    grouped: dict[str, list[tuple[list[str], np.ndarray, np.ndarray]]] = {}
+    for record in trajectories:
+        first, last = (np.asarray(record["points"][i][1:], dtype=float) for i in (0, -1))
+        if np.isfinite(last).all():
+            grouped.setdefault(record["arm"], []).append((list(record["modalities"]), first, last))
+    result = {}
+    for arm, items in grouped.items():
+        rhos, tops, lasts = [], [], []
+        for names, _, last in items:
+            reference = np.asarray([informativeness[n] for n in names], dtype=float)
+            tied = np.unique(last).size < last.size
+            rhos.append(math.nan if tied else float(stats.spearmanr(last, reference).statistic))
+            tops.append(int(np.argmax(last)) == int(np.argmax(reference)))
+            lasts.append(int(np.argmin(last)) == int(np.argmin(reference)))
+        names = items[0][0]
+        uniform = 1.0 / len(names)
+        result[arm] = {
+            "n": len(items),
+            "mean_p": {n: statistics.fmean(float(i[2][k]) for i in items) for k, n in enumerate(names)},
+            "spearman": float(np.mean(rhos)) if not any(math.isnan(r) for r in rhos) else math.nan,
+            "top_agrees": statistics.fmean(tops),
+            "last_agrees": statistics.fmean(lasts),
+            "distance_start": statistics.fmean(float(np.abs(i[1] - uniform).max()) for i in items),
+            "distance_end": statistics.fmean(float(np.abs(i[2] - uniform).max()) for i in items),
+        }
+    return result
 
 
 def plot_trajectories(panels: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], target: Path) -> None:

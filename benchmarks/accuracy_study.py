@@ -1,4 +1,4 @@
-"""Accuracy study: does meta-learned distillation help under missing modalities? (issue 9)
+"""Accuracy study: does meta-learned distillation help under missing modalities? (issues 9 and 15)
 
 Trains the real bundles in-process (``monai.bundle.ConfigWorkflow`` with command-line style overrides) and scores
 every run with the bundles' own evaluation configs:
@@ -7,15 +7,17 @@ every run with the bundles' own evaluation configs:
   BraTS 2018-format cases (:mod:`data_prep.synthetic_brats`, generator parameters fixed below), four arms:
   (a) MCKD; (b) the same network, modality dropout and schedule with ``kd_weight`` 0; (c) distillation with fixed
   uniform importance (``w`` = 0 and the meta optimiser's learning rate 0, so the meta rounds run but never move
-  ``p`` = 1/4: every arm sees the same data stream per seed); (d) MCKD with ``paper_exact: true``. Each trained
-  final model (``model_final.pt``) is evaluated under all 15 modality subsets on the same held-out cases
-  (``evaluate.json``).
+  ``p`` = 1/4: every arm sees the same data stream per seed); (d) MCKD with ``paper_exact: true``; (e) MCKD with
+  ``w`` starting from zeros instead of the published ``U[0, 1)`` draw. Each trained final model
+  (``model_final.pt``) is evaluated under all 15 modality subsets on the same held-out cases (``evaluate.json``).
 - AV-MNIST bundle (``bundle/avmnist_mckd_classification``) on the offline build with audio kept for only a fraction
-  of the training samples (``--audio-rate``), arms (a), (b), (c); accuracy with image only, audio only and both.
+  of the training samples (``--audio-rate``), arms (a), (b), (c), (e); accuracy with image only, audio only and both.
 
 For every run the importance ``p`` is recorded before training and after every meta round (the values the
-``MetaImportanceUpdater`` writes to ``engine.state.metrics``). Results (tables, CSV, JSON, one PNG; no weights) go to
-``--out``; data and run folders (weights, TensorBoard files) to ``--work-dir``.
+``MetaImportanceUpdater`` writes to ``engine.state.metrics``) and its ranking of the modalities is compared with what
+each modality alone achieves in arm (b). A run that diverges is recorded as diverged and never scored. Results
+(tables, CSV, JSON, one PNG; no weights) go to ``--out``; data and run folders (weights, TensorBoard files) to
+``--work-dir``.
 
 Usage (from the repository root)::
 
@@ -34,6 +36,8 @@ import math
 import multiprocessing
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,11 +50,10 @@ import torch
 from ignite.engine import Events
 from monai.handlers import from_engine
 
+from benchmarks._study_report import markdown_report
 from benchmarks._study_summary import (
-    MEAN_ROW,
-    SINGLES_ROW,
-    format_mean_sd,
-    mean_sd,
+    importance_ranking,
+    is_scored,
     plot_trajectories,
     summarise_avmnist,
     summarise_brats,
@@ -69,8 +72,9 @@ BRATS_CONFIGS = REPO / "bundle" / "brats_mri_mckd_segmentation" / "configs"
 AVMNIST_CONFIGS = REPO / "bundle" / "avmnist_mckd_classification" / "configs"
 BRATS_MODALITY_NAMES = [MODALITY_DISPLAY_NAMES[m] for m in MODALITIES]
 
-#: Seed of the synthetic BraTS cases, of their split and of the AV-MNIST build (fixed for every arm and seed).
-DATA_SEED = 0
+#: Seed of the synthetic BraTS cases, of their split and of the AV-MNIST build (fixed for every arm and seed). Not 0:
+#: the demo's cases are those of seed 0 (at another size), and the CPU configuration was chosen on neither.
+DATA_SEED = 1
 
 #: Bundle overrides per arm (on top of the budget's overrides and the seed).
 BRATS_ARMS: dict[str, dict[str, Any]] = {
@@ -78,15 +82,21 @@ BRATS_ARMS: dict[str, dict[str, Any]] = {
     "no_kd": {"kd_weight": 0.0},
     "uniform_kd": {"modality_weights#init": "zeros", "meta_learning_rate": 0.0, "meta_weight_decay": 0.0},
     "mckd_paper_exact": {"paper_exact": True},
+    "mckd_zeros": {"modality_weights#init": "zeros"},
 }
-AVMNIST_ARMS: dict[str, dict[str, Any]] = {arm: BRATS_ARMS[arm] for arm in ("mckd", "no_kd", "uniform_kd")}
+AVMNIST_ARMS: dict[str, dict[str, Any]] = {arm: BRATS_ARMS[arm] for arm in ("mckd", "no_kd", "uniform_kd", "mckd_zeros")}
 ARM_LABELS: dict[str, str] = {
     "mckd": "(a) MCKD",
     "no_kd": "(b) no KD (λ = 0)",
     "uniform_kd": "(c) KD, fixed uniform p",
     "mckd_paper_exact": "(d) MCKD paper_exact",
+    "mckd_zeros": "(e) MCKD, w from zeros",
 }
 REFERENCE_ARM = "mckd"
+#: The arm whose single-modality results define each bundle's reference ranking of the modalities.
+RANKING_REFERENCE_ARM = "no_kd"
+#: Arms whose importance is meta-learned (their ranking is compared with the reference).
+META_ARMS = ("mckd", "mckd_zeros", "mckd_paper_exact")
 
 
 @dataclass(frozen=True)
@@ -97,8 +107,9 @@ class Budget:
         name: budget name.
         brats_cases: number of synthetic BraTS cases (split into training, meta-validation and held-out test).
         brats_shape: stored voxel shape (x, y, z) of the synthetic cases.
-        brats_test_ratio: fraction of the cases held out for the all-subset evaluation (``data_prep.brats
-            --split ratio:R``; its ``validation`` list becomes the test list, and no validation runs during training).
+        brats_split: ``data_prep.brats --split`` of the cases; its ``validation`` list becomes the held-out test list
+            of the all-subset evaluation, and no validation runs during training. ``kfold:4:0`` holds out a quarter
+            with every stratum (grade, enhancing tumour or not) in proportion.
         brats_overrides: overrides of ``train.json`` + ``cpu_small.json`` (iterations, crop, meta schedule, ...).
         avmnist_train_per_class: training pairs per digit of the offline AV-MNIST build (before meta-validation).
         avmnist_test_per_class: test pairs per digit.
@@ -110,7 +121,7 @@ class Budget:
     name: str
     brats_cases: int
     brats_shape: tuple[int, int, int]
-    brats_test_ratio: float
+    brats_split: str
     brats_overrides: dict[str, Any] = field(default_factory=dict)
     avmnist_train_per_class: int = 105
     avmnist_test_per_class: int = 45
@@ -124,7 +135,7 @@ BUDGETS: dict[str, Budget] = {
         name="smoke",
         brats_cases=8,
         brats_shape=(32, 32, 32),
-        brats_test_ratio=0.25,
+        brats_split="kfold:4:0",
         brats_overrides={
             "crop_size": [32, 32, 32], "batch_size": 1, "num_workers": 0, "num_iterations": 4, "epoch_length": 4,
             "warmup_iterations": 2, "meta_interval": 2, "meta_steps": 1, "sw_overlap": 0.25,
@@ -138,12 +149,8 @@ BUDGETS: dict[str, Budget] = {
         name="cpu",
         brats_cases=32,
         brats_shape=(64, 64, 48),
-        brats_test_ratio=0.25,
-        brats_overrides={
-            "crop_size": [32, 48, 48], "batch_size": 2, "num_workers": 0, "num_iterations": 600,
-            "epoch_length": 600, "warmup_iterations": 300, "meta_interval": 20, "meta_steps": 4,
-            "sw_overlap": 0.25,
-        },
+        brats_split="kfold:4:0",
+        brats_overrides={},  # cpu_small.json as shipped: the CPU configuration is what is measured
     ),
 }
 
@@ -227,58 +234,100 @@ class LossRecorder:
 
 def _train(configs: Sequence[Path], overrides: dict[str, Any]) -> dict[str, Any]:
     """Run a bundle's training workflow; return the importance trajectory ``[[iteration, p_0, ...], ...]`` and the
-    training-stability record (loss curve, first and maximum loss, finite parameters)."""
+    training-stability record (loss curve, first and maximum loss, finite parameters, whether and why it diverged).
+
+    A run diverged when the trainer stopped it on a non-finite loss (``MCKDTrainer`` raises ``FloatingPointError``) or
+    a network parameter is not finite afterwards. A loss that rose above 10 times its first value but came back is
+    recorded as ``loss_spike``; such a run is still scored.
+    """
     workflow = _workflow(configs, "train", overrides)
     parser = workflow.parser
     trainer = parser.get_parsed_content("train#trainer")
+    modalities = list(parser.get_parsed_content("modality_names"))
     recorder = ImportanceRecorder(
-        parser.get_parsed_content("modality_weights"),
-        parser.get_parsed_content("modality_names"),
-        parser.get_parsed_content("meta_interval"),
+        parser.get_parsed_content("modality_weights"), modalities, parser.get_parsed_content("meta_interval")
     )
     recorder.attach(trainer)
     losses = LossRecorder()
     losses.attach(trainer)
-    workflow.run()
+    stopped = ""
+    try:
+        workflow.run()
+    except FloatingPointError as err:
+        stopped = str(err)
     finite = all(bool(torch.isfinite(p).all()) for p in trainer.network.parameters())
     workflow.finalize()
-    diverged = not finite or losses.maximum > 10.0 * losses.first
-    return {"trajectory": recorder.points, "loss_curve": losses.curve, "first_loss": losses.first,
-            "max_loss": losses.maximum, "parameters_finite": finite, "diverged": diverged}
+    reason = stopped or ("" if finite else "network parameters are not finite after training")
+    return {"modalities": modalities, "trajectory": recorder.points, "loss_curve": losses.curve,
+            "first_loss": losses.first,
+            "max_loss": losses.maximum, "loss_spike": losses.maximum > 10.0 * losses.first,
+            "parameters_finite": finite, "diverged": bool(reason), "not_scored_reason": reason}
+
+
+def _evaluate_brats(task: RunTask, configs: Sequence[Path], common: dict[str, Any]) -> dict[str, Any]:
+    """All-subset Dice of the run's final model on the held-out ``test`` list (``evaluate.json``)."""
+    checkpoint = str(Path(task.run_dir) / "models" / "model_final.pt")
+    evaluate = _workflow([*configs, BRATS_CONFIGS / "evaluate.json"], None,
+                         {**common, "eval_list_key": "test", "ckpt_path": checkpoint})
+    paths = evaluate.run()[0]
+    evaluate.finalize()
+    summary = json.loads(Path(paths["json"]).read_text())
+    dice = {s: {r: v["dice"] for r, v in regions.items()} for s, regions in summary["per_subset"].items()}
+    return {"dice": dice, "num_test_cases": summary["num_cases"],
+            "scoring_convention": summary["conventions"]["scoring_convention"]}
+
+
+def _evaluate_avmnist(task: RunTask, configs: Sequence[Path], common: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy with image only, audio only and both on the test split (``evaluate.json``)."""
+    evaluate = _workflow([*configs, AVMNIST_CONFIGS / "evaluate.json"], None, common)
+    rows = evaluate.run()[0]
+    evaluate.finalize()
+    return {"accuracy": {r["inputs"]: r["accuracy"] for r in rows}, "num_test_samples": max(r["num_samples"] for r in rows)}
+
+
+def _refused_as_diverged(err: Exception) -> bool:
+    """Whether the evaluation refused the run because it diverged: a network output that is not finite
+    (``DivergedNetworkError``, a ``FloatingPointError``) or a checkpoint holding NaN/inf; any other unreadable
+    checkpoint is a real error."""
+    from mckd.evaluation import non_finite_entries
+
+    if isinstance(err, FloatingPointError):
+        return True
+    path = Path(getattr(err, "path", ""))
+    return path.is_file() and bool(non_finite_entries(torch.load(path, map_location="cpu", weights_only=True)))
 
 
 def run_one(task: RunTask) -> dict[str, Any]:
-    """Train and evaluate one run (in a worker process); return its record."""
+    """Train and evaluate one run (in a worker process); return its record.
+
+    A diverged run is recorded with ``scored: False`` and the reason, and never evaluated; so is a run whose
+    checkpoint or network output the evaluation refuses (``CheckpointError``, ``DivergedNetworkError``).
+    """
+    from mckd.checkpoints import CheckpointError
+
     torch.set_num_threads(task.threads)
     start = time.perf_counter()
     common = {"bundle_root": task.run_dir, "seed": task.seed, **task.overrides}
     if task.bundle == "brats":
         common["data_list_file_path"] = task.dataset
-        train_configs = [BRATS_CONFIGS / "train.json", BRATS_CONFIGS / "cpu_small.json"]
-        training = _train(train_configs, common)
-        evaluate = _workflow(
-            [*train_configs, BRATS_CONFIGS / "evaluate.json"],
-            None,
-            {**common, "eval_list_key": "test", "ckpt_path": str(Path(task.run_dir) / "models" / "model_final.pt")},
-        )
-        paths = evaluate.run()[0]
-        evaluate.finalize()
-        summary = json.loads(Path(paths["json"]).read_text())
-        dice = {s: {r: v["dice"] for r, v in regions.items()} for s, regions in summary["per_subset"].items()}
-        record = {"dice": dice, "final_importance": summary["importance"], "num_test_cases": summary["num_cases"],
-                  "modalities": BRATS_MODALITY_NAMES}
+        configs, evaluate = [BRATS_CONFIGS / "train.json", BRATS_CONFIGS / "cpu_small.json"], _evaluate_brats
     else:
         common["dataset_dir"] = task.dataset
-        train_configs = [AVMNIST_CONFIGS / "train.json"]
-        training = _train(train_configs, common)
-        evaluate = _workflow([*train_configs, AVMNIST_CONFIGS / "evaluate.json"], None, common)
-        rows = evaluate.run()[0]
-        evaluate.finalize()
-        importance = json.loads((Path(task.run_dir) / "eval" / "importance.json").read_text())
-        record = {"accuracy": {r["inputs"]: r["accuracy"] for r in rows}, "final_importance": importance,
-                  "num_test_samples": max(r["num_samples"] for r in rows), "modalities": list(importance)}
+        configs, evaluate = [AVMNIST_CONFIGS / "train.json"], _evaluate_avmnist
+    training = _train(configs, common)
+    # p after the last meta round is the p the training ends with
+    last = training["trajectory"][-1][1:]
+    record: dict[str, Any] = {"scored": False, "final_importance": dict(zip(training["modalities"], last))}
+    if not training["diverged"]:
+        try:
+            record.update(scored=True, **evaluate(task, configs, common))
+        except (CheckpointError, FloatingPointError) as err:
+            if not _refused_as_diverged(err):
+                raise
+            training.update(diverged=True, not_scored_reason=str(err))
     seconds = time.perf_counter() - start
-    logger.info("%s %s seed %d done in %.0f s", task.bundle, task.arm, task.seed, seconds)
+    logger.info("%s %s seed %d done in %.0f s%s", task.bundle, task.arm, task.seed, seconds,
+                "" if record["scored"] else f" (diverged, not scored: {training['not_scored_reason']})")
     return {"bundle": task.bundle, "arm": task.arm, "seed": task.seed, "seconds": seconds, **training, **record}
 
 
@@ -297,7 +346,7 @@ def prepare_brats(work: Path, budget: Budget) -> Path:
     cases = work / "brats_cases"
     write_dataset(cases, budget.brats_cases, "brats2018", budget.brats_shape, seed=DATA_SEED)
     prepared = work / "brats_lists" / "prepared.json"
-    prepare_datalist(cases, prepared, split=f"ratio:{budget.brats_test_ratio}", seed=DATA_SEED)
+    prepare_datalist(cases, prepared, split=budget.brats_split, seed=DATA_SEED)
     lists = json.loads(prepared.read_text())
     lists["test"], lists["validation"] = lists["validation"], []
     return write_json_atomic(work / "brats_lists" / "study.json", lists)
@@ -334,7 +383,7 @@ def _order_brats(tasks: list[RunTask]) -> list[RunTask]:
 def run_study(budget: Budget, out: Path, work: Path, seeds: Sequence[int], jobs: int = 2, threads: int = 1) -> dict:
     """Prepare the data, run every arm and seed of both bundles (``jobs`` worker processes with ``threads`` torch
     threads each), and write the tables and the plot to ``out``; return the study record."""
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), _load_average()
     work.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init) as pool:
@@ -358,6 +407,9 @@ def run_study(budget: Budget, out: Path, work: Path, seeds: Sequence[int], jobs:
         "jobs": jobs,
         "threads_per_job": threads,
         "wall_seconds": wall,
+        "load_average": {"start": load_start, "end": _load_average()},
+        "commit": _commit(),
+        "scoring_convention": next((r["scoring_convention"] for r in runs if r.get("scoring_convention")), None),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                     "torch": torch.__version__},
         "arms": {arm: {"label": ARM_LABELS[arm], "overrides": BRATS_ARMS[arm]} for arm in BRATS_ARMS},
@@ -366,6 +418,32 @@ def run_study(budget: Budget, out: Path, work: Path, seeds: Sequence[int], jobs:
     write_outputs(record, out)
     logger.info("study finished in %.1f min; results in %s", wall / 60, out)
     return record
+
+
+def _load_average() -> str:
+    """The 1-minute load average (``/proc/loadavg``), or ``"unknown"`` where the system has none."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "unknown"
+
+
+#: The study's own modules (for the uncommitted-changes check of the record).
+STUDY_FILES = ("benchmarks/accuracy_study.py", "benchmarks/_study_summary.py", "benchmarks/_study_report.py")
+
+
+def _commit() -> dict[str, Any]:
+    """The repository commit the study ran on and whether what it runs (bundles, package, data preparation, this
+    study) had uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "--short=7", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--", "bundle", "custom", "data_prep", *STUDY_FILES))
+    except (OSError, subprocess.CalledProcessError):
+        return {"sha": "unknown", "dirty": None}
+    return {"sha": sha, "dirty": dirty}
 
 
 def single_subsets() -> list[str]:
@@ -387,185 +465,96 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return buffer.getvalue()
 
 
-def _verdict_cell(c: dict[str, Any]) -> str:
-    return (f"{100 * c['diff_mean']:+.2f} [{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}] {c['verdict']}"
-            if not math.isnan(c["ci_low"]) else f"{100 * c['diff_mean']:+.2f} {c['verdict']}")
-
-
-def markdown_report(
-    record: dict[str, Any], brats: dict[str, Any], avmnist: dict[str, Any], converged: dict[str, Any]
-) -> str:
-    """The study's Markdown report: settings, stability, headline tables, paired comparisons (all runs and, when a
-    run diverged, converged runs only), per-subset table, importance, AV-MNIST."""
-    budget = record["budget"]
-    seeds = ", ".join(map(str, record["seeds"]))
-    arms = [a for a in BRATS_ARMS if a in brats["table"]]
-    regions = ["ET", "TC", "WT"]
-    lines = [
-        f"# Accuracy study (budget `{budget['name']}`)",
-        "",
-        f"Seeds {seeds}; {record['jobs']} worker process(es) × {record['threads_per_job']} torch thread(s); "
-        f"wall time {record['wall_seconds'] / 60:.1f} min on {record['machine']['cpus']} CPU(s).",
-        "",
-        f"BraTS: {budget['brats_cases']} synthetic BraTS 2018-format cases of {tuple(budget['brats_shape'])} voxels "
-        f"(data seed {record['data_seed']}), split `ratio:{budget['brats_test_ratio']}`; overrides of "
-        f"`train.json` + `cpu_small.json`: `{json.dumps(budget['brats_overrides'])}`. Final model evaluated on the "
-        "held-out cases under all 15 subsets. Dice in %, mean ± sd over seeds.",
-        "",
-        "## BraTS: mean Dice over the 15 subsets and over the 4 single-modality subsets",
-        "",
-        "| arm | " + " | ".join(f"{r} (15 subsets)" for r in regions) + " | "
-        + " | ".join(f"{r} (singles)" for r in regions) + " |",
-        "|---|" + "---:|" * 6,
-    ]
-    lines += _headline_rows(brats, arms, regions)
-    lines += ["", "## Training stability", "",
-              "A run counts as diverged when a network parameter is not finite after training or the training loss "
-              "exceeded 10 times its first value.", "",
-              "| bundle | arm | seed | first loss | max loss | parameters finite | diverged | run time (s) |",
-              "|---|---|---:|---:|---:|---|---|---:|"]
-    for run in sorted(record["runs"], key=_run_key):
-        lines.append(f"| {run['bundle']} | {ARM_LABELS[run['arm']]} | {run['seed']} | {run['first_loss']:.3g} | "
-                     f"{run['max_loss']:.3g} | {run['parameters_finite']} | {run['diverged']} | {run['seconds']:.0f} |")
-    if converged is not brats:
-        converged_arms = [a for a in BRATS_ARMS if a in converged["table"]]
-        lines += ["", "### BraTS headline over the converged runs only (n = number of seeds)", "",
-                  "| arm | " + " | ".join(f"{r} (15 subsets)" for r in regions) + " | "
-                  + " | ".join(f"{r} (singles)" for r in regions) + " | n |", "|---|" + "---:|" * 7]
-        lines += _headline_rows(converged, converged_arms, regions, with_n=True)
-        lines += ["", "MCKD minus each other arm on the seeds where both converged:", "",
-                  "| compared with | row | " + " | ".join(regions) + " |", "|---|---|" + "---|" * 3]
-        lines += _comparison_rows(converged, converged_arms, regions)
-    lines += ["", "## BraTS: single-modality subsets", "",
-              "| subset | arm | " + " | ".join(regions) + " |", "|---|---|" + "---:|" * 3]
-    for subset in single_subsets():
-        for arm in arms:
-            t = brats["table"][arm][subset]
-            lines.append(f"| {subset} | {ARM_LABELS[arm]} | "
-                         + " | ".join(format_mean_sd(t[r]["mean"], t[r]["sd"]) for r in regions) + " |")
-    lines += ["", "## BraTS: MCKD minus each other arm, paired by seed",
-              "", "Mean difference in Dice points [95 % t-interval over seeds] and verdict.", "",
-              "| compared with | row | " + " | ".join(regions) + " |", "|---|---|" + "---|" * 3]
-    lines += _comparison_rows(brats, arms, regions)
-    lines += ["", "## BraTS: Dice per subset (mean over seeds)", "",
-              "| subset | " + " | ".join(f"{ARM_LABELS[a].split(' ')[0]} {r}" for a in arms for r in regions) + " |",
-              "|---|" + "---:|" * (3 * len(arms))]
-    for row in [*subset_rows(), MEAN_ROW]:
-        lines.append(f"| {row} | " + " | ".join(f"{100 * brats['table'][a][row][r]['mean']:.2f}" for a in arms
-                                                 for r in regions) + " |")
-    lines += ["", "## Learned importance p after training (mean ± sd over seeds)", ""]
-    lines += _importance_lines(record["runs"])
-    lines += ["", "Trajectories: `importance_trajectory.png`, values in `importance_trajectory.csv`.", ""]
-    lines += _avmnist_lines(record, avmnist)
-    return "\n".join(lines) + "\n"
-
-
 def _run_key(run: dict[str, Any]) -> tuple:
     return run["bundle"] != "brats", list(BRATS_ARMS).index(run["arm"]), run["seed"]
 
 
-def _headline_rows(summary: dict[str, Any], arms: Sequence[str], regions: Sequence[str], with_n: bool = False) -> list[str]:
-    rows = []
-    for arm in arms:
-        table = summary["table"][arm]
-        cells = [format_mean_sd(table[row][r]["mean"], table[row][r]["sd"]) for row in (MEAN_ROW, SINGLES_ROW)
-                 for r in regions]
-        if with_n:
-            cells.append(str(table[MEAN_ROW][regions[0]]["n"]))
-        rows.append(f"| {ARM_LABELS[arm]} | " + " | ".join(cells) + " |")
-    return rows
+def _informativeness(bundle: str, table: dict[str, Any]) -> dict[str, float]:
+    """What each modality alone achieves in one arm's summary table, keyed by the bundle's modality names."""
+    if bundle == "brats":
+        return {m: statistics.fmean(table[m][r]["mean"] for r in ("ET", "TC", "WT")) for m in BRATS_MODALITY_NAMES}
+    from mckd.avmnist.conventions import MODALITIES as AV_MODALITIES
+    from mckd.avmnist.conventions import MODALITY_DISPLAY_NAMES as AV_NAMES
+
+    return {m: table[AV_NAMES[m]]["mean"] for m in AV_MODALITIES}
 
 
-def _comparison_rows(summary: dict[str, Any], arms: Sequence[str], regions: Sequence[str]) -> list[str]:
-    rows = []
-    for other in arms:
-        if other == REFERENCE_ARM or REFERENCE_ARM not in arms:
+def _ranking(runs: Sequence[dict[str, Any]], summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per bundle, the meta-learned arms' ranking of the modalities against the reference arm's single-modality
+    results (BraTS: Dice of each single-modality subset, mean over ET/TC/WT; AV-MNIST: accuracy of each input alone)."""
+    sources = {"brats": "Dice of the modality alone in arm (b), mean over ET, TC and WT",
+               "avmnist": "accuracy of the modality alone in arm (b)"}
+    result = {}
+    for bundle, source in sources.items():
+        table = summaries[bundle]["table"].get(RANKING_REFERENCE_ARM)
+        if table is None:
             continue
-        for row in (MEAN_ROW, SINGLES_ROW, *single_subsets()):
-            found = {c["region"]: c for c in summary["comparisons"] if c["other"] == other and c["row"] == row}
-            if len(found) == len(regions):
-                rows.append(f"| {ARM_LABELS[other]} | {row} | "
-                            + " | ".join(_verdict_cell(found[r]) for r in regions) + " |")
-    return rows
+        informativeness = _informativeness(bundle, table)
+        trajectories = [{"arm": r["arm"], "modalities": r["modalities"], "points": r["trajectory"]} for r in runs
+                        if r["bundle"] == bundle and r["arm"] in META_ARMS and not r["diverged"]]
+        result[bundle] = {"source": source, "informativeness": informativeness,
+                          "arms": importance_ranking(trajectories, informativeness)}
+    return result
 
 
-def _importance_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
-    lines = ["| bundle | arm | p per modality |", "|---|---|---|"]
-    groups: dict[tuple[str, str], list[dict[str, float]]] = {}
-    for run in sorted(runs, key=_run_key):
-        groups.setdefault((run["bundle"], run["arm"]), []).append(run["final_importance"])
-    for (bundle, arm), values in groups.items():
-        cells = ", ".join(f"{m} {format_mean_sd(*mean_sd([v[m] for v in values]), scale=1.0)}" for m in values[0])
-        lines.append(f"| {bundle} | {ARM_LABELS[arm]} | {cells} |")
-    return lines
+def _trajectory_panels(runs: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """One plot panel per meta-learned arm of each bundle (non-diverged runs)."""
+    panels = []
+    for bundle, arms in (("brats", META_ARMS), ("avmnist", [a for a in META_ARMS if a in AVMNIST_ARMS])):
+        for arm in arms:
+            trajectories = [{"modalities": r["modalities"], "points": r["trajectory"]} for r in runs
+                            if r["bundle"] == bundle and r["arm"] == arm and not r["diverged"]]
+            panels.append((f"{'BraTS' if bundle == 'brats' else 'AV-MNIST'} {ARM_LABELS[arm]}", trajectories))
+    return panels
 
 
-def _avmnist_lines(record: dict[str, Any], avmnist: dict[str, Any]) -> list[str]:
-    budget = record["budget"]
-    runs = [r for r in record["runs"] if r["bundle"] == "avmnist"]
-    test_samples = runs[0]["num_test_samples"] if runs else 0
-    inputs = list(next(iter(avmnist["table"].values()))) if avmnist["table"] else []
-    lines = [
-        "## AV-MNIST (offline build): test accuracy (%), mean ± sd over seeds",
-        "",
-        f"Offline build, {budget['avmnist_train_per_class']} training / {budget['avmnist_test_per_class']} test pairs "
-        f"per digit ({test_samples} test pairs), audio kept for {budget['audio_rate']:g} % of each class's training "
-        f"samples, meta-validation fraction {budget['avmnist_meta_val_fraction']:g}, data seed {record['data_seed']}; "
-        f"overrides of `train.json`: `{json.dumps(budget['avmnist_overrides'])}`.",
-        "",
-        "| arm | " + " | ".join(inputs) + " |",
-        "|---|" + "---:|" * len(inputs),
-    ]
-    for arm in (a for a in AVMNIST_ARMS if a in avmnist["table"]):
-        t = avmnist["table"][arm]
-        lines.append(f"| {ARM_LABELS[arm]} | " + " | ".join(format_mean_sd(t[i]["mean"], t[i]["sd"]) for i in inputs)
-                     + " |")
-    lines += ["", "MCKD minus each other arm, paired by seed (accuracy points [95 % t-interval]):", "",
-              "| compared with | " + " | ".join(inputs) + " |", "|---|" + "---|" * len(inputs)]
-    for other in (a for a in AVMNIST_ARMS if a in avmnist["table"] and a != REFERENCE_ARM):
-        found = {c["inputs"]: c for c in avmnist["comparisons"] if c["other"] == other}
-        lines.append(f"| {ARM_LABELS[other]} | " + " | ".join(_verdict_cell(found[i]) for i in inputs) + " |")
-    return lines
-
-
-def write_outputs(record: dict[str, Any], out: Path) -> dict[str, Path]:
-    """Write ``accuracy_study.md``, the CSV tables, ``study.json`` and ``importance_trajectory.png`` into ``out``."""
-    brats_runs = [r for r in record["runs"] if r["bundle"] == "brats"]
-    av_runs = [r for r in record["runs"] if r["bundle"] == "avmnist"]
-    brats = summarise_brats(brats_runs, single_subsets(), REFERENCE_ARM)
-    stable = [r for r in brats_runs if not r["diverged"]]
-    converged = brats if len(stable) == len(brats_runs) else summarise_brats(stable, single_subsets(), REFERENCE_ARM)
-    avmnist = summarise_avmnist(av_runs, REFERENCE_ARM)
-    paths = {name: out / name for name in ("accuracy_study.md", "brats_runs.csv", "brats_summary.csv",
-                                           "avmnist_runs.csv", "avmnist_summary.csv", "importance_trajectory.csv",
-                                           "importance_trajectory.png", "study.json")}
+def _write_tables(runs: Sequence[dict[str, Any]], summaries: dict[str, dict[str, Any]], paths: dict[str, Path]) -> None:
+    """The per-run and summary CSV files (scored runs only) and the importance trajectories (every run)."""
+    scored = [r for r in runs if is_scored(r)]
+    brats_runs = [r for r in scored if r["bundle"] == "brats"]
+    av_runs = [r for r in scored if r["bundle"] == "avmnist"]
     write_text_atomic(paths["brats_runs.csv"], _csv(
         ["arm", "seed", "subset", "region", "dice"],
         [[r["arm"], r["seed"], s, region, v] for r in brats_runs for s, per in r["dice"].items()
          for region, v in per.items()]))
     write_text_atomic(paths["brats_summary.csv"], _csv(
         ["arm", "row", "region", "dice_mean", "dice_sd", "seeds"],
-        [[arm, row, region, v["mean"], v["sd"], v["n"]] for arm, rows in brats["table"].items()
+        [[arm, row, region, v["mean"], v["sd"], v["n"]] for arm, rows in summaries["brats"]["table"].items()
          for row, per in rows.items() for region, v in per.items()]))
     write_text_atomic(paths["avmnist_runs.csv"], _csv(
         ["arm", "seed", "inputs", "accuracy"],
         [[r["arm"], r["seed"], i, v] for r in av_runs for i, v in r["accuracy"].items()]))
     write_text_atomic(paths["avmnist_summary.csv"], _csv(
         ["arm", "inputs", "accuracy_mean", "accuracy_sd", "seeds"],
-        [[arm, i, v["mean"], v["sd"], v["n"]] for arm, rows in avmnist["table"].items() for i, v in rows.items()]))
+        [[arm, i, v["mean"], v["sd"], v["n"]] for arm, rows in summaries["avmnist"]["table"].items()
+         for i, v in rows.items()]))
     write_text_atomic(paths["importance_trajectory.csv"], _csv(
-        ["bundle", "arm", "seed", "iteration", "modality", "p"],
-        [[r["bundle"], r["arm"], r["seed"], int(p[0]), m, p[k + 1]] for r in record["runs"] for p in r["trajectory"]
-         for k, m in enumerate(r["modalities"])]))
-    panels = []
-    for bundle, arm in (("brats", "mckd"), ("brats", "mckd_paper_exact"), ("avmnist", "mckd")):
-        trajectories = [{"modalities": r["modalities"], "points": r["trajectory"]} for r in record["runs"]
-                        if r["bundle"] == bundle and r["arm"] == arm]
-        panels.append((f"{'BraTS' if bundle == 'brats' else 'AV-MNIST'} {ARM_LABELS[arm]}", trajectories))
-    plot_trajectories(panels, paths["importance_trajectory.png"])
-    write_json_atomic(paths["study.json"], {**record, "brats_summary": brats, "avmnist_summary": avmnist,
-                                            "brats_summary_converged_runs": converged})
-    write_text_atomic(paths["accuracy_study.md"], markdown_report(record, brats, avmnist, converged))
+        ["bundle", "arm", "seed", "diverged", "iteration", "modality", "p"],
+        [[r["bundle"], r["arm"], r["seed"], r["diverged"], int(p[0]), m, p[k + 1]] for r in runs
+         for p in r["trajectory"] for k, m in enumerate(r["modalities"])]))
+
+
+def write_outputs(record: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Write ``accuracy_study.md``, the CSV tables, ``study.json`` and ``importance_trajectory.png`` into ``out``.
+
+    Diverged runs appear in the stability table and the trajectories, never in a score, comparison or ranking.
+    """
+    runs = record["runs"]
+    summaries = {
+        "brats": summarise_brats([r for r in runs if r["bundle"] == "brats"], single_subsets(), REFERENCE_ARM),
+        "avmnist": summarise_avmnist([r for r in runs if r["bundle"] == "avmnist"], REFERENCE_ARM),
+    }
+    ranking = _ranking(runs, summaries)
+    paths = {name: out / name for name in ("accuracy_study.md", "brats_runs.csv", "brats_summary.csv",
+                                           "avmnist_runs.csv", "avmnist_summary.csv", "importance_trajectory.csv",
+                                           "importance_trajectory.png", "study.json")}
+    _write_tables(runs, summaries, paths)
+    plot_trajectories(_trajectory_panels(runs), paths["importance_trajectory.png"])
+    write_json_atomic(paths["study.json"], {**record, "brats_summary": summaries["brats"],
+                                            "avmnist_summary": summaries["avmnist"], "importance_ranking": ranking})
+    layout = {"brats_arms": list(BRATS_ARMS), "avmnist_arms": list(AVMNIST_ARMS), "labels": ARM_LABELS,
+              "reference": REFERENCE_ARM, "singles": single_subsets(), "subsets": subset_rows(), "run_key": _run_key}
+    write_text_atomic(paths["accuracy_study.md"], markdown_report(record, summaries, ranking, layout))
     return paths
 
 
@@ -576,7 +565,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "accuracy_study",
                         help="folder for the tables and the plot")
     parser.add_argument("--work-dir", type=Path, help="data and run folders (weights); default a temporary folder")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (default 0 1 2)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="training seeds (default 0-4)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     parser.add_argument("--from-json", type=Path, help="only re-write the tables and the plot from a saved study.json")
@@ -584,8 +573,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if args.from_json is not None:
         saved = json.loads(args.from_json.read_text())
-        record = {k: v for k, v in saved.items()
-                  if k not in ("brats_summary", "avmnist_summary", "brats_summary_converged_runs")}
+        record = {k: v for k, v in saved.items() if k not in ("brats_summary", "avmnist_summary", "importance_ranking")}
         write_outputs(record, args.out)
     else:
         work = args.work_dir or Path(tempfile.gettempdir()) / f"mckd_accuracy_study_{args.budget}"

@@ -10,16 +10,21 @@ import statistics
 
 import pytest
 
+import torch
+
+import benchmarks.accuracy_study as accuracy_study
 from benchmarks._study_summary import (
     MEAN_ROW,
     SINGLES_ROW,
     format_mean_sd,
+    importance_ranking,
     mean_sd,
     paired_comparison,
     summarise_avmnist,
     summarise_brats,
 )
-from benchmarks.accuracy_study import BRATS_ARMS, BUDGETS, run_study, single_subsets, subset_rows
+from benchmarks.accuracy_study import AVMNIST_ARMS, BRATS_ARMS, BUDGETS, RunTask, run_study, single_subsets, subset_rows
+from mckd.checkpoints import CheckpointError
 
 SINGLES = ["T2", "T1ce", "T1", "FLAIR"]
 
@@ -61,6 +66,78 @@ def test_brats_summary_gives_mean_over_subsets_singles_row_and_seed_spread():
     assert found[0]["diff_mean"] == pytest.approx(0.10)
     assert found[0]["verdict"] == "higher"
     assert {c["row"] for c in summary["comparisons"]} == {MEAN_ROW, SINGLES_ROW, *SINGLES}
+
+
+def test_diverged_runs_are_never_scored_nor_paired():
+    runs = [_brats_run("mckd", s, b) for s, b in zip((0, 1, 2), (0.40, 0.50, 0.60))]
+    runs += [_brats_run("no_kd", s, b) for s, b in zip((0, 1, 2), (0.30, 0.41, 0.49))]
+    runs[0]["diverged"] = True  # mckd seed 0: its (perfect-looking) scores must not count
+    runs[0]["dice"] = {name: {"ET": 1.0, "TC": 1.0, "WT": 1.0} for name in subset_rows()}
+    runs[4].update(scored=False, dice=None)  # no_kd seed 1 was never evaluated
+    summary = summarise_brats(runs, single_subsets(), reference_arm="mckd")
+    assert summary["table"]["mckd"][SINGLES_ROW]["TC"]["n"] == 2
+    assert summary["table"]["mckd"][SINGLES_ROW]["TC"]["mean"] == pytest.approx(0.55)
+    assert summary["not_scored"] == {"mckd": [0], "no_kd": [1]}
+    found = [c for c in summary["comparisons"] if c["other"] == "no_kd" and c["row"] == MEAN_ROW][0]
+    assert found["seeds"] == [2]  # the only seed both arms scored
+    av = [{"arm": "mckd", "seed": 0, "accuracy": {"Image": 0.9}, "diverged": True},
+          {"arm": "mckd", "seed": 1, "accuracy": {"Image": 0.5}}]
+    assert summarise_avmnist(av)["table"]["mckd"]["Image"] == {"mean": 0.5, "sd": pytest.approx(math.nan, nan_ok=True),
+                                                                "n": 1}
+
+
+def test_importance_ranking_compares_the_last_p_with_the_reference_ranking():
+    informativeness = {"FLAIR": 0.8, "T1": 0.1, "T1ce": 0.7, "T2": 0.5}
+    names = list(informativeness)
+    right = {"arm": "mckd", "modalities": names, "points": [[0, 0.25, 0.25, 0.25, 0.25], [5, 0.4, 0.1, 0.3, 0.2]]}
+    wrong = {"arm": "mckd", "modalities": names, "points": [[0, 0.3, 0.2, 0.2, 0.3], [5, 0.1, 0.4, 0.2, 0.3]]}
+    nan = {"arm": "mckd", "modalities": names, "points": [[0] + [0.25] * 4, [5, math.nan, 0.3, 0.3, 0.4]]}
+    uniform = {"arm": "uniform_kd", "modalities": names, "points": [[0] + [0.25] * 4, [5] + [0.25] * 4]}
+    result = importance_ranking([right, wrong, nan, uniform], informativeness)
+    assert result["mckd"]["n"] == 2  # the NaN trajectory is left out
+    assert result["mckd"]["spearman"] == pytest.approx(0.0)  # +1 and -1
+    assert result["mckd"]["top_agrees"] == 0.5 and result["mckd"]["last_agrees"] == 0.5
+    assert result["mckd"]["distance_start"] == pytest.approx((0.0 + 0.05) / 2)
+    assert result["mckd"]["distance_end"] == pytest.approx((0.15 + 0.15) / 2)
+    assert result["mckd"]["mean_p"]["FLAIR"] == pytest.approx(0.25)
+    assert math.isnan(result["uniform_kd"]["spearman"])
+
+
+def _task(tmp_path) -> RunTask:
+    return RunTask("brats", "mckd", 0, str(tmp_path / "run"), str(tmp_path / "datalist.json"), {}, 1)
+
+
+def _training(diverged: bool) -> dict:
+    return {"modalities": ["FLAIR", "T1", "T1ce", "T2"], "trajectory": [[0, 0.25, 0.25, 0.25, 0.25]],
+            "loss_curve": [], "first_loss": 1.0, "max_loss": math.inf if diverged else 1.0, "loss_spike": diverged,
+            "parameters_finite": not diverged, "diverged": diverged,
+            "not_scored_reason": "training diverged at iteration 3" if diverged else ""}
+
+
+def test_a_run_that_diverged_in_training_is_recorded_and_never_evaluated(tmp_path, monkeypatch):
+    monkeypatch.setattr(accuracy_study, "_train", lambda configs, overrides: _training(True))
+    monkeypatch.setattr(accuracy_study, "_evaluate_brats", lambda *a: pytest.fail("a diverged run must not be evaluated"))
+    record = accuracy_study.run_one(_task(tmp_path))
+    assert record["diverged"] and not record["scored"] and "dice" not in record
+    assert record["not_scored_reason"] == "training diverged at iteration 3"
+    assert record["final_importance"] == {"FLAIR": 0.25, "T1": 0.25, "T1ce": 0.25, "T2": 0.25}
+
+
+def test_a_checkpoint_the_evaluation_refuses_as_non_finite_makes_the_run_diverged(tmp_path, monkeypatch):
+    checkpoint = tmp_path / "model_final.pt"
+    torch.save({"model": {"weight": torch.tensor([1.0, math.nan])}}, checkpoint)
+
+    def refuse(*args):
+        raise CheckpointError(checkpoint, "holds NaN or infinite values in model.weight: the run diverged")
+
+    monkeypatch.setattr(accuracy_study, "_train", lambda configs, overrides: _training(False))
+    monkeypatch.setattr(accuracy_study, "_evaluate_brats", refuse)
+    record = accuracy_study.run_one(_task(tmp_path))
+    assert record["diverged"] and not record["scored"] and "holds NaN" in record["not_scored_reason"]
+
+    torch.save({"model": {"weight": torch.tensor([1.0, 2.0])}}, checkpoint)  # finite but refused: a real error
+    with pytest.raises(CheckpointError):
+        accuracy_study.run_one(_task(tmp_path))
 
 
 def test_brats_summary_refuses_runs_without_the_single_modality_subsets():
@@ -123,10 +200,12 @@ def test_smoke_budget_trains_every_arm_of_both_bundles_and_writes_tables_and_plo
     for label in ("(a) MCKD", "(b) no KD", "(c) KD, fixed uniform p", "(d) MCKD paper_exact", MEAN_ROW, SINGLES_ROW):
         assert label in report
     study = json.loads((out / "study.json").read_text())
-    assert set(study["avmnist_summary"]["table"]) == {"mckd", "no_kd", "uniform_kd"}
+    assert set(study["avmnist_summary"]["table"]) == set(AVMNIST_ARMS)
+    assert study["scoring_convention"] == "brats_legacy" and study["commit"]["sha"] != "unknown"
+    assert set(study["importance_ranking"]) == {"brats", "avmnist"}
 
     for run in record["runs"]:
-        assert run["parameters_finite"] and not run["diverged"] and math.isfinite(run["first_loss"])
+        assert run["parameters_finite"] and not run["diverged"] and run["scored"] and math.isfinite(run["first_loss"])
     assert "## Training stability" in report
 
     trajectories = {(r["bundle"], r["arm"]): r["trajectory"] for r in record["runs"]}
