@@ -169,26 +169,10 @@ def build_standard(
     if not 0 < test_index_below < recordings_per_speaker:
         raise ValueError(f"test_index_below must be in (0, {recordings_per_speaker}), got {test_index_below}.")
     index_ranges = {"train": range(test_index_below, recordings_per_speaker), "test": range(test_index_below)}
-    splits = {}
-    for split, indices in index_ranges.items():
-        images, labels = read_mnist_split(mnist_dir, split)
-        per_class = len(speakers) * len(indices)
-        picked, audio, digits, who, sources = [], [], [], [], []
-        bar = progress_bar(NUM_CLASSES * per_class, f"AV-MNIST {split} pairs", unit="pair")
-        for digit in range(NUM_CLASSES):
-            chosen = _select_images(images, labels, digit, per_class, last=split == "test", what=f"MNIST {split}")
-            recordings_of_digit = [(speaker, index) for speaker in speakers for index in indices]
-            for image_index, (speaker, index) in zip(chosen, recordings_of_digit):
-                path = fsdd_path(recordings, digit, speaker, index)
-                signal, rate = read_wav(path)
-                audio.append(mfcc_features(resample(signal, rate, SAMPLE_RATE), mfcc))
-                picked.append(image_index)
-                digits.append(digit)
-                who.append(speaker)
-                sources.append((image_index, index))
-                bar.update(1)
-        bar.close()
-        splits[split] = _pair(images[picked], audio, np.asarray(digits), who, np.asarray(sources))
+    splits = {
+        split: _standard_split(mnist_dir, recordings, split, indices, speakers, mfcc)
+        for split, indices in index_ranges.items()
+    }
     info = {
         "name": "AV-MNIST (SMIL protocol)",
         "source": "standard",
@@ -198,6 +182,29 @@ def build_standard(
         "protocol": protocol.as_dict(),
     }
     return write_dataset(out_dir, _assemble(splits["train"], splits["test"], protocol), info)
+
+
+def _standard_split(
+    mnist_dir: str | Path, recordings: Path, split: str, indices: range, speakers: Sequence[str], mfcc: MFCCSettings
+) -> dict[str, np.ndarray]:
+    """One split of the SMIL-protocol build: each digit's MNIST images paired with its recordings of ``indices``."""
+    images, labels = read_mnist_split(mnist_dir, split)
+    per_class = len(speakers) * len(indices)
+    picked, audio, digits, who, sources = [], [], [], [], []
+    bar = progress_bar(NUM_CLASSES * per_class, f"AV-MNIST {split} pairs", unit="pair")
+    for digit in range(NUM_CLASSES):
+        chosen = _select_images(images, labels, digit, per_class, last=split == "test", what=f"MNIST {split}")
+        recordings_of_digit = [(speaker, index) for speaker in speakers for index in indices]
+        for image_index, (speaker, index) in zip(chosen, recordings_of_digit):
+            signal, rate = read_wav(fsdd_path(recordings, digit, speaker, index))
+            audio.append(mfcc_features(resample(signal, rate, SAMPLE_RATE), mfcc))
+            picked.append(image_index)
+            digits.append(digit)
+            who.append(speaker)
+            sources.append((image_index, index))
+            bar.update(1)
+    bar.close()
+    return _pair(images[picked], audio, np.asarray(digits), who, np.asarray(sources))
 
 
 class OfflineOptions:

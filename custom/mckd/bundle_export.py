@@ -374,12 +374,14 @@ def _copy_bundle(bundle: Path, out: Path) -> None:
     shutil.copytree(bundle, out, ignore=ignore)
 
 
-def _check_out(bundle: Path, out: Path) -> None:
+def _check_out(bundle: Path, out: Path, weights: str | Path | None, weights_url: str | None) -> None:
     """Refuse an export folder inside the bundle or one that holds files; remove an empty one (copytree makes it).
 
     Raises:
-        ExportError: see above, and when ``bundle`` has no ``configs/metadata.json``.
+        ExportError: see above, when ``bundle`` has no ``configs/metadata.json``, and for weights without a URL.
     """
+    if weights is not None and not weights_url:
+        raise ExportError("shipping weights needs --weights-url: large_files.yml names where they are downloaded.")
     if not (bundle / "configs" / "metadata.json").is_file():
         raise ExportError(f"'{bundle}' is not a bundle: {bundle / 'configs' / 'metadata.json'} does not exist.")
     if out == bundle or bundle in out.parents:
@@ -517,9 +519,7 @@ def export_bundle(
             weights lack a URL or do not fit, the report is unreadable or the exported metadata does not validate.
     """
     bundle, out = Path(bundle).resolve(), Path(out).resolve()
-    _check_out(bundle, out)
-    if weights is not None and not weights_url:
-        raise ExportError("shipping weights needs --weights-url: large_files.yml names where they are downloaded.")
+    _check_out(bundle, out, weights, weights_url)
     config_files = sorted(p for p in (bundle / "configs").iterdir() if p.suffix in _CONFIG_SUFFIXES)
     texts = {p.name: p.read_text(encoding="utf-8") for p in config_files}
     inference = merge_overlays(texts["inference.json"], _read_overlays(bundle, overlays)) if overlays else None
@@ -546,7 +546,12 @@ def export_bundle(
         shutil.rmtree(staging.parent, ignore_errors=True)
     result = ExportResult(out=out, modules=list(closure), configs=configs)
     result.unit_test = out / unit_test.relative_to(staging) if unit_test else None
+    _check_pins(result, sources, meta)
+    return result
 
+
+def _check_pins(result: ExportResult, sources: Sequence[str], meta: dict[str, Any]) -> None:
+    """Record (and log) the packages the vendored ``sources`` import that the metadata does not pin."""
     pinned = {name.lower() for name in meta["required_packages_version"]} | _BASE_DISTRIBUTIONS
     required, optional = set(), set()
     for source in sources:
@@ -558,7 +563,6 @@ def export_bundle(
         logger.warning("the vendored code imports '%s' at module level, which the metadata does not pin.", dist)
     if result.optional:
         logger.info("optional imports of the vendored code (not pinned): %s", ", ".join(result.optional))
-    return result
 
 
 def _parser() -> argparse.ArgumentParser:
