@@ -271,8 +271,10 @@ def load_lines(monitor: LoadMonitor) -> list[str]:
     for section in monitor.sections:
         first, peak, foreign = section.samples[0], section.load1_max(), section.foreign_peak(monitor.window)
         mean = section.foreign_mean()
+        duration = section.samples[-1].t - first.t
         rows.append(
-            [section.name, f"{first.load1:.2f}", "?" if peak is None else f"{peak:.2f}"]
+            [section.name, f"{duration:.0f}", str(len(section.samples)), f"{first.load1:.2f}"]
+            + ["?" if peak is None else f"{peak:.2f}"]
             + ["?" if mean is None else f"{mean:.2f}", "?" if foreign is None else f"{foreign:.2f}"]
             + ["**busy**" if monitor.busy(section) else "quiet"]
         )
@@ -291,7 +293,8 @@ def load_lines(monitor: LoadMonitor) -> list[str]:
         "average includes the benchmark's own threads.",
         "",
     ]
-    header = ["section", "load1 at start", "load1 max", "others: mean", f"others: max {monitor.window:.0f}-s mean", ""]
+    header = ["section", "seconds", "samples", "load1 at start", "load1 max", "others: mean"]
+    header += [f"others: max {monitor.window:.0f}-s mean", ""]
     return lines + _table(header, rows) + [""]
 
 
