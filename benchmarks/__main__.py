@@ -20,8 +20,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from benchmarks import data, inference, training
-from benchmarks.common import fmt, load_average, machine_info, run_worker
+from benchmarks.common import load_average, machine_info, run_worker
 from benchmarks.load import LoadMonitor
+from mckd.tables import markdown_table, number
 
 TARGET_1_OF_4, TARGET_2_OF_4 = 0.35, 0.6
 EXIT_REFUSED, EXIT_BUSY = 2, 3
@@ -72,7 +73,12 @@ def _settings(quick: bool) -> dict[str, Any]:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    return markdown_table(header, rows).splitlines()
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    """A number for a table with ``digits`` decimals (three by default, the benchmarks' seconds)."""
+    return number(value, digits=digits)
 
 
 def _verdict(value: float, target: float, lower_is_better: bool = True) -> str:

@@ -29,7 +29,6 @@ __all__ = [
     "reset_peak_rss",
     "current_rss_mib",
     "peak_rss_mib",
-    "fmt",
     "load_average",
 ]
 
@@ -139,8 +138,3 @@ def machine_info(threads: int) -> dict[str, str]:
 def load_average() -> str:
     """The 1/5/15-minute load averages as ``"a / b / c"``."""
     return " / ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def fmt(value: float, digits: int = 3) -> str:
-    """A number for a Markdown table."""
-    return f"{value:.{digits}f}"
