@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from benchmarks._study_summary import MEAN_ROW, SINGLES_ROW, format_mean_sd, mean_sd
+from benchmarks._study_summary import FUSION_ROW, MEAN_ROW, SINGLES_ROW, format_mean_sd, mean_sd
 
 __all__ = ["ALL_FOUR", "REGIONS", "markdown_report"]
 
@@ -75,9 +75,9 @@ def _brats_headline(brats: Mapping[str, Any], arms: Sequence[str], labels: Mappi
 
 def _brats_singles(brats: Mapping[str, Any], arms: Sequence[str], labels: Mapping[str, str],
                    singles: Sequence[str]) -> list[str]:
-    lines = ["", "## BraTS: single-modality subsets and all four", "",
+    lines = ["", "## BraTS: single-modality subsets, all four, and all four minus the best single one", "",
              "| subset | arm | " + " | ".join(REGIONS) + " |", "|---|---|" + "---:|" * 3]
-    for subset in [*singles, ALL_FOUR]:
+    for subset in [*singles, ALL_FOUR, FUSION_ROW]:
         for arm in (a for a in arms if a in brats["table"]):
             t = brats["table"][arm][subset]
             lines.append(f"| {subset} | {labels[arm]} | " + " | ".join(_cell(t[r]) for r in REGIONS) + " |")
@@ -90,7 +90,7 @@ def _brats_comparisons(brats: Mapping[str, Any], arms: Sequence[str], labels: Ma
              "Mean difference in Dice points [95 % Student-t interval over the seeds both arms scored] and verdict.",
              "", "| compared with | row | " + " | ".join(REGIONS) + " |", "|---|---|" + "---|" * 3]
     for other in (a for a in arms if a != reference):
-        for row in (MEAN_ROW, SINGLES_ROW, *singles):
+        for row in (MEAN_ROW, SINGLES_ROW, FUSION_ROW, *singles):
             found = {c["region"]: c for c in brats["comparisons"] if c["other"] == other and c["row"] == row}
             if len(found) == len(REGIONS):
                 lines.append(f"| {labels[other]} | {row} | " + " | ".join(_verdict_cell(found[r]) for r in REGIONS)
@@ -130,14 +130,14 @@ def _per_subset(brats: Mapping[str, Any], arms: Sequence[str], labels: Mapping[s
 
 def _importance(runs: Sequence[Mapping[str, Any]], ranking: Mapping[str, Any], labels: Mapping[str, str],
                 key: Any) -> list[str]:
-    lines = ["", "## Learned importance p", "", "Last p of each non-diverged run (mean ± sd over seeds):", "",
-             "| bundle | arm | p per modality |", "|---|---|---|"]
+    lines = ["", "## Learned importance p", "", "Last p of each non-diverged run, in % (mean ± sd over seeds):", "",
+             "| bundle | arm | p per modality (%) |", "|---|---|---|"]
     groups: dict[tuple[str, str], list[Mapping[str, float]]] = {}
     for run in sorted(runs, key=key):
         if not run["diverged"]:
             groups.setdefault((run["bundle"], run["arm"]), []).append(run["final_importance"])
     for (bundle, arm), values in groups.items():
-        cells = ", ".join(f"{m} {format_mean_sd(*mean_sd([v[m] for v in values]), scale=1.0)}" for m in values[0])
+        cells = ", ".join(f"{m} {format_mean_sd(*mean_sd([v[m] for v in values]))}" for m in values[0])
         lines.append(f"| {bundle} | {labels[arm]} | {cells} |")
     for bundle, found in ranking.items():
         reference = ", ".join(f"{m} {100 * v:.1f}" for m, v in found["informativeness"].items())

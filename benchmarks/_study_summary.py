@@ -28,6 +28,7 @@ from mckd.fileio import atomic_path
 __all__ = [
     "MEAN_ROW",
     "SINGLES_ROW",
+    "FUSION_ROW",
     "is_scored",
     "not_scored",
     "importance_ranking",
@@ -44,6 +45,9 @@ __all__ = [
 MEAN_ROW = "Mean over subsets"
 #: Row name of the mean over the single-modality subsets.
 SINGLES_ROW = "Mean of single-modality subsets"
+#: Row name of the subset with every modality minus the best single-modality subset (per seed): negative when more
+#: modalities segment worse than one alone.
+FUSION_ROW = "All modalities minus the best single one"
 
 
 def is_scored(run: Mapping[str, Any]) -> bool:
@@ -112,8 +116,9 @@ def paired_comparison(reference: Mapping[int, float], other: Mapping[int, float]
 def brats_seed_values(runs: Sequence[Mapping[str, Any]], singles: Sequence[str]) -> dict[str, dict[str, dict[str, dict[int, float]]]]:
     """Per arm, row and region, the value of each seed.
 
-    Rows are every subset of the runs, :data:`MEAN_ROW` (mean over all subsets of the run) and :data:`SINGLES_ROW`
-    (mean over the ``singles`` subsets). Runs that are not scored (:func:`is_scored`) are left out.
+    Rows are every subset of the runs, :data:`MEAN_ROW` (mean over all subsets of the run), :data:`SINGLES_ROW`
+    (mean over the ``singles`` subsets) and :data:`FUSION_ROW` (the subset with the most modalities minus the best of
+    the ``singles``). Runs that are not scored (:func:`is_scored`) are left out.
 
     Raises:
         ValueError: when a run lacks one of the ``singles`` subsets.
@@ -128,6 +133,8 @@ def brats_seed_values(runs: Sequence[Mapping[str, Any]], singles: Sequence[str])
         rows = {name: dict(per_region) for name, per_region in dice.items()}
         rows[MEAN_ROW] = {r: statistics.fmean(dice[s][r] for s in dice) for r in regions}
         rows[SINGLES_ROW] = {r: statistics.fmean(dice[s][r] for s in singles) for r in regions}
+        everything = max(dice, key=lambda name: len(name.split("+")))
+        rows[FUSION_ROW] = {r: dice[everything][r] - max(dice[s][r] for s in singles) for r in regions}
         arm = values.setdefault(run["arm"], {})
         for row, per_region in rows.items():
             for region, value in per_region.items():
@@ -138,9 +145,9 @@ def brats_seed_values(runs: Sequence[Mapping[str, Any]], singles: Sequence[str])
 def summarise_brats(
     runs: Sequence[Mapping[str, Any]], singles: Sequence[str], reference_arm: Optional[str] = None
 ) -> dict[str, Any]:
-    """Mean ± sd over seeds of every row (subsets, mean over subsets, mean of singles) per arm and region, and the
-    paired comparison of ``reference_arm`` with every other arm on :data:`MEAN_ROW`, :data:`SINGLES_ROW` and each
-    single-modality subset.
+    """Mean ± sd over seeds of every row (subsets, mean over subsets, mean of singles, all minus best single) per arm
+    and region, and the paired comparison of ``reference_arm`` with every other arm on :data:`MEAN_ROW`,
+    :data:`SINGLES_ROW`, :data:`FUSION_ROW` and each single-modality subset.
 
     Runs that are not scored are left out of everything (a comparison pairs only the seeds both arms scored).
 
@@ -162,7 +169,7 @@ def summarise_brats(
         for other in values:
             if other == reference_arm or not set(_seeds(values[other])) & set(_seeds(values[reference_arm])):
                 continue
-            for row in (MEAN_ROW, SINGLES_ROW, *singles):
+            for row in (MEAN_ROW, SINGLES_ROW, FUSION_ROW, *singles):
                 for region, per_seed in values[reference_arm][row].items():
                     result = paired_comparison(per_seed, values[other][row][region])
                     comparisons.append({"reference": reference_arm, "other": other, "row": row, "region": region,

@@ -14,6 +14,7 @@ import torch
 
 import benchmarks.accuracy_study as accuracy_study
 from benchmarks._study_summary import (
+    FUSION_ROW,
     MEAN_ROW,
     SINGLES_ROW,
     format_mean_sd,
@@ -65,7 +66,9 @@ def test_brats_summary_gives_mean_over_subsets_singles_row_and_seed_spread():
     assert len(found) == 1
     assert found[0]["diff_mean"] == pytest.approx(0.10)
     assert found[0]["verdict"] == "higher"
-    assert {c["row"] for c in summary["comparisons"]} == {MEAN_ROW, SINGLES_ROW, *SINGLES}
+    assert {c["row"] for c in summary["comparisons"]} == {MEAN_ROW, SINGLES_ROW, FUSION_ROW, *SINGLES}
+    # all four = base + 0.3, the best single = base: the fusion row is +0.3 on every seed
+    assert table[FUSION_ROW]["WT"]["mean"] == pytest.approx(0.3) and table[FUSION_ROW]["WT"]["sd"] == pytest.approx(0)
 
 
 def test_diverged_runs_are_never_scored_nor_paired():
