@@ -355,9 +355,9 @@ def test_crop_larger_than_the_image_is_padded_by_the_training_pipeline(tmp_path)
     parser = ConfigParser()
     parser.read_config(ROOT / "bundle" / "brats_mri_mckd_segmentation" / "configs" / "train.json")
     parser["crop_size"] = [32, 32, 32]
-    random = parser.get_parsed_content("train#random_transforms")
+    chain = parser.get_parsed_content("train#sampling_transforms") + parser.get_parsed_content("train#random_transforms")
     sample = {"image": torch.rand(4, 16, 20, 12), "label": (torch.rand(3, 16, 20, 12) > 0.7).float()}
-    out = Compose(random)(sample)
+    out = Compose(chain)(sample)
     out = out[0] if isinstance(out, list) else out
     assert tuple(out["image"].shape) == (4, 32, 32, 32) and tuple(out["label"].shape) == (3, 32, 32, 32)
 
