@@ -1,8 +1,11 @@
 """Data-pipeline figures: cases/s of the bundle's training transform chain with and without MONAI caching, and the
 fraction of a training step spent waiting for data after the first epoch.
 
-The chain is the bundle's own (``train#preprocessing`` of ``train.json`` + ``cpu_small.json``), read with MONAI's
-``ConfigParser`` on synthetic BraTS-format cases written by ``data_prep.synthetic_brats``.
+The chain is the bundle's own (``train#preprocessing`` of ``train.json`` + ``cpu_small.json``: the deterministic
+part, the cached padding and voxel indices the crop samples from, the random part), read with MONAI's
+``ConfigParser`` on synthetic BraTS-format cases written by ``data_prep.synthetic_brats``. The last row is the
+bundle's configured ``train#dataloader`` itself (its dataset class, ``cache_rate``, loader and workers); the others
+put the same chain into other MONAI datasets and loaders for comparison.
 """
 
 from __future__ import annotations
@@ -15,19 +18,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from monai.losses import DiceFocalLoss
 from monai.bundle import ConfigParser
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, ThreadDataLoader
-from monai.transforms import Compose, DeleteItemsd, FgBgToIndicesd, RandCropByPosNegLabeld, SpatialPadd
+from monai.losses import DiceFocalLoss
 
 from benchmarks.common import median
 from benchmarks.training import build
 from mckd.availability import ModalityDropout
 
-__all__ = ["write_cases", "bundle_chain", "indexed_chain", "pipeline_table"]
+__all__ = ["write_cases", "bundle_parser", "pipeline_table"]
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle" / "brats_mri_mckd_segmentation"
-FG, BG = "label_fg_indices", "label_bg_indices"
+CONFIGS = ("train.json", "cpu_small.json")
 
 
 def write_cases(root: Path, cases: int, shape: list[int]) -> list[dict[str, Any]]:
@@ -45,88 +47,63 @@ def write_cases(root: Path, cases: int, shape: list[int]) -> list[dict[str, Any]
     return items
 
 
-def _parser(root: Path) -> ConfigParser:
+def bundle_parser(root: Path, items: list[dict[str, Any]]) -> ConfigParser:
+    """The bundle's training config (CPU configuration) with ``items`` as its training list."""
     parser = ConfigParser()
-    parser.read_config([str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "cpu_small.json")])
+    parser.read_config([str(BUNDLE / "configs" / name) for name in CONFIGS])
     parser["bundle_root"] = str(BUNDLE)
     parser["dataset_dir"] = str(root)
+    parser["train#dataset#data"] = items
     return parser
 
 
-def bundle_chain(root: Path) -> tuple[list[Any], list[Any], list[int]]:
-    """``(deterministic transforms, random transforms, crop size)`` of the bundle's training chain."""
-    parser = _parser(root)
-    return (
-        parser.get_parsed_content("train#preprocessing_transforms"),
-        parser.get_parsed_content("train#random_transforms"),
-        list(parser.get_parsed_content("crop_size")),
-    )
+def _variants(parser: ConfigParser, cache_dir: Path) -> dict[str, Callable[[], tuple[Any, Any]]]:
+    """name -> factory of ``(dataset, loader)``; the chain is the bundle's ``train#preprocessing``."""
+    items, chain = parser["train#dataset#data"], parser.get_parsed_content("train#preprocessing")
+    batch = int(parser.get_parsed_content("batch_size"))
 
+    def loaders(dataset: Any, thread: bool = False) -> tuple[Any, Any]:
+        if thread:
+            return dataset, ThreadDataLoader(dataset, batch_size=batch, shuffle=True, buffer_size=1)
+        return dataset, DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0)
 
-def indexed_chain(deterministic: list[Any], random: list[Any], crop: list[int]) -> Compose:
-    """The chain with padding and the label's foreground/background voxel indices moved into the cached part.
+    def cached() -> CacheDataset:
+        return CacheDataset(items, chain, cache_rate=1.0, num_workers=1, progress=False)
 
-    ``RandCropByPosNegLabeld`` otherwise searches the whole label volume for foreground voxels on every draw; with
-    ``fg_indices_key``/``bg_indices_key`` it samples from the cached indices (same distribution of crop centres).
-    """
-    pad = [t for t in random if isinstance(t, SpatialPadd)]
-    crop_t = next(t for t in random if isinstance(t, RandCropByPosNegLabeld))
-    indices = FgBgToIndicesd(keys="label", image_key="image", image_threshold=0)
-    rest: list[Any] = []
-    for t in random:
-        if isinstance(t, SpatialPadd):
-            continue
-        rest.append(t)
-        if t is crop_t:
-            rest.append(DeleteItemsd(keys=[FG, BG]))
-    crop_with_indices = RandCropByPosNegLabeld(
-        keys=["image", "label"],
-        label_key="label",
-        spatial_size=crop,
-        pos=1,
-        neg=1,
-        num_samples=1,
-        image_key="image",
-        image_threshold=0,
-        fg_indices_key=FG,
-        bg_indices_key=BG,
-    )
-    rest = [crop_with_indices if t is crop_t else t for t in rest]
-    return Compose(deterministic + pad + [indices] + rest)
+    def configured() -> tuple[Any, Any]:
+        return parser.get_parsed_content("train#dataset"), parser.get_parsed_content("train#dataloader")
 
-
-def _datasets(items: list[dict[str, Any]], root: Path, cache_dir: Path) -> dict[str, Callable[[], Dataset]]:
-    deterministic, random, crop = bundle_chain(root)
-    plain = Compose(deterministic + random)
-    indexed = indexed_chain(*bundle_chain(root))
     return {
-        "Dataset (bundle default)": lambda: Dataset(items, plain),
-        "PersistentDataset": lambda: PersistentDataset(items, plain, cache_dir=cache_dir),
-        "CacheDataset": lambda: CacheDataset(items, plain, cache_rate=1.0, num_workers=1, progress=False),
-        "CacheDataset + cached fg/bg indices": lambda: CacheDataset(
-            items, indexed, cache_rate=1.0, num_workers=1, progress=False
-        ),
+        "Dataset (no caching) | DataLoader": lambda: loaders(Dataset(items, chain)),
+        "PersistentDataset | DataLoader": lambda: loaders(PersistentDataset(items, chain, cache_dir=cache_dir)),
+        "CacheDataset (cache_rate 1) | DataLoader": lambda: loaders(cached()),
+        "CacheDataset (cache_rate 1) | ThreadDataLoader": lambda: loaders(cached(), thread=True),
+        f"bundle: {parser['train#dataset#_target_']} (cache_rate {parser.get_parsed_content('cache_rate')}) | "
+        f"{parser['train#dataloader#_target_']} ({parser.get_parsed_content('num_workers')} workers)": configured,
     }
 
 
-def pipeline_table(cases: int, shape: list[int], epochs: int, batch: int = 2) -> list[dict[str, Any]]:
-    """Per dataset variant: build seconds, cases/s after the first epoch, and the data-wait fraction of training.
+def pipeline_table(cases: int, shape: list[int], epochs: int) -> list[dict[str, Any]]:
+    """Per dataset/loader variant: build seconds, cases/s after the first epoch, and the data-wait fraction.
 
     Cases/s is the median over epochs 2..``epochs`` of iterating the dataset items. The wait fraction comes from a
-    training loop (the CPU configuration's network and step, random subsets) over a ``DataLoader`` with the bundle's
-    ``num_workers`` (0 in ``cpu_small.json``), and for the last variant also over MONAI's ``ThreadDataLoader``
-    (transforms of the next batch run in a background thread during the step): time blocked in ``next(iterator)``
-    divided by the total time, in epochs after the first.
+    training loop (the CPU configuration's network, crop and batch, random subsets) over the variant's loader: time
+    blocked in ``next(iterator)`` divided by the total time, in epochs after the first.
     """
     torch.manual_seed(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        items = write_cases(root, cases, shape)
-        net_spec = {"net": "light", "crop": bundle_chain(root)[2], "batch": batch, "mode": "random"}
-        for name, factory in _datasets(items, root, root / "persistent").items():
+        parser = bundle_parser(root, write_cases(root, cases, shape))
+        net_spec = {
+            "net": parser.get_parsed_content("backbone"),
+            "crop": parser.get_parsed_content("crop_size"),
+            "batch": int(parser.get_parsed_content("batch_size")),
+            "mode": "random",
+        }
+        for name, factory in _variants(parser, root / "persistent").items():
             start = time.perf_counter()
-            dataset = factory()
+            dataset, loader = factory()
             built = time.perf_counter() - start
             rates = []
             for epoch in range(epochs):
@@ -135,21 +112,18 @@ def pipeline_table(cases: int, shape: list[int], epochs: int, batch: int = 2) ->
                     dataset[i]
                 if epoch > 0:
                     rates.append(len(dataset) / (time.perf_counter() - start))
-            loaders = {"DataLoader": DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0)}
-            if name.startswith("CacheDataset +"):
-                loaders["ThreadDataLoader"] = ThreadDataLoader(dataset, batch_size=batch, shuffle=True, buffer_size=1)
-            for loader_name, loader in loaders.items():
-                wait, total, iterations = _wait_fraction(loader, net_spec, epochs)
-                rows.append(
-                    {
-                        "dataset": name,
-                        "loader": loader_name,
-                        "build_s": built,
-                        "cases_per_s": median(rates),
-                        "wait_fraction": wait / total,
-                        "iteration_s": total / iterations,
-                    }
-                )
+            wait, total, iterations = _wait_fraction(loader, net_spec, epochs)
+            dataset_name, loader_name = name.split(" | ") if " | " in name else (name, "")
+            rows.append(
+                {
+                    "dataset": dataset_name,
+                    "loader": loader_name,
+                    "build_s": built,
+                    "cases_per_s": median(rates),
+                    "wait_fraction": wait / total,
+                    "iteration_s": total / iterations,
+                }
+            )
     return rows
 
 
