@@ -165,33 +165,29 @@ def train_step_table(variants: Mapping[str, Variant], rounds: int, threads: int)
     return rows
 
 
-def trainer_overhead(spec: Variant, iterations: int, rounds: int) -> dict[str, float]:
-    """Median iteration time of ``MCKDTrainer`` (KD on, random subsets) vs bare loops of the same network.
-
-    The trainer gets pre-made batches from a list (no data loading) and no handlers; its iteration time is the
-    interval between consecutive ``ITERATION_STARTED`` events (engine, events and the step). Bare loops: the same
-    forward/loss/backward/step written out, with and without the KD term.
-    """
-    from ignite.engine import Events
-
-    from mckd.engines import MCKDTrainer
-
-    net, bare = make_step(dict(spec, mode="random"))
-    _, bare_kd = make_step(dict(spec, mode="random"), kd=True)
+def _batches(spec: Variant, count: int) -> list[dict[str, torch.Tensor]]:
     crop = [int(c) for c in spec["crop"]]
     batch = int(spec["batch"])
     generator = torch.Generator().manual_seed(0)
-    data = [
+    return [
         {
             "image": torch.randn([batch, NUM_MODALITIES] + crop, generator=generator),
             "label": (torch.rand([batch, NUM_REGIONS] + crop, generator=generator) > 0.9).float(),
         }
-        for _ in range(2)
+        for _ in range(count)
     ]
-    stamps: list[float] = []
-    trainer_times: list[float] = []
 
-    def run_trainer() -> None:
+
+def _trainer_run(spec: Variant, iterations: int, intervals: list[float]) -> Callable[[], None]:
+    """A closure running a fresh ``MCKDTrainer`` for ``iterations`` and appending its iteration intervals."""
+    from ignite.engine import Events
+
+    from mckd.engines import MCKDTrainer
+
+    data = _batches(spec, 2)
+    stamps: list[float] = []
+
+    def run() -> None:
         # a fresh trainer per run: an ignite engine that finished its epochs does not iterate again
         trainer_net = build(spec)
         trainer = MCKDTrainer(
@@ -211,7 +207,21 @@ def trainer_overhead(spec: Variant, iterations: int, rounds: int) -> dict[str, f
         trainer.run()
         if len(stamps) != iterations + 1:
             raise RuntimeError(f"the trainer ran {len(stamps) - 1} iterations instead of {iterations}.")
-        trainer_times.extend(b - a for a, b in zip(stamps[1:-1], stamps[2:]))
+        intervals.extend(b - a for a, b in zip(stamps[1:-1], stamps[2:]))
+
+    return run
+
+
+def trainer_overhead(spec: Variant, iterations: int, rounds: int) -> dict[str, float]:
+    """Median iteration time of ``MCKDTrainer`` (KD on, random subsets) vs bare loops of the same network.
+
+    The trainer gets pre-made batches from a list (no data loading) and no handlers; its iteration time is the
+    interval between consecutive ``ITERATION_STARTED`` events (engine, events and the step). Bare loops: the same
+    forward/loss/backward/step written out, with and without the KD term.
+    """
+    _, bare = make_step(dict(spec, mode="random"))
+    _, bare_kd = make_step(dict(spec, mode="random"), kd=True)
+    trainer_times: list[float] = []
 
     def loop(step: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -220,7 +230,8 @@ def trainer_overhead(spec: Variant, iterations: int, rounds: int) -> dict[str, f
 
         return run
 
-    times = interleaved({"trainer": run_trainer, "bare": loop(bare), "bare_kd": loop(bare_kd)}, rounds)
+    runs = {"trainer": _trainer_run(spec, iterations, trainer_times), "bare": loop(bare), "bare_kd": loop(bare_kd)}
+    times = interleaved(runs, rounds)
     measured = trainer_times[iterations - 1 :]  # the warm-up round's intervals come first
     return {
         "trainer_iteration_s": median(measured),
