@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping
 
 import numpy as np
 
@@ -64,7 +64,7 @@ def split_meta_validation(
     return train, meta
 
 
-def check_rates(audio_rate: Optional[float], image_rate: Optional[float]) -> None:
+def check_rates(audio_rate: float | None, image_rate: float | None) -> None:
     """Validate the availability rates (percent of training samples that keep the modality).
 
     Raises:
@@ -83,8 +83,8 @@ def check_rates(audio_rate: Optional[float], image_rate: Optional[float]) -> Non
 def availability_mask(
     labels: np.ndarray,
     groups: np.ndarray,
-    audio_rate: Optional[float],
-    image_rate: Optional[float],
+    audio_rate: float | None,
+    image_rate: float | None,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """``bool [N, M]`` availability of the training samples under the rates (``None`` keeps a modality everywhere).

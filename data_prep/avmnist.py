@@ -34,7 +34,7 @@ import argparse
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -75,8 +75,8 @@ class ProtocolOptions:
 
     def __init__(
         self,
-        audio_rate: Optional[float] = None,
-        image_rate: Optional[float] = None,
+        audio_rate: float | None = None,
+        image_rate: float | None = None,
         meta_val_fraction: float = DEFAULT_META_VAL_FRACTION,
         seed: int = 0,
     ) -> None:
@@ -368,7 +368,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Path:
+def main(argv: Sequence[str] | None = None) -> Path:
     """Command-line entry point; returns the written ``dataset.json``."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -30,7 +30,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from monai.bundle import ConfigParser
 from monai.bundle.scripts import run as bundle_run
@@ -181,7 +181,7 @@ def check_overrides(argv: Sequence[str]) -> None:
         raise SystemExit(2)
 
 
-def error_in_chain(error: Optional[BaseException], types: tuple[type[BaseException], ...]) -> Optional[BaseException]:
+def error_in_chain(error: BaseException | None, types: tuple[type[BaseException], ...]) -> BaseException | None:
     """The first error of ``types`` in the cause/context chain of ``error``.
 
     MONAI re-raises a transform's or a config component's error as the cause of a ``RuntimeError``; the user's
@@ -205,7 +205,7 @@ def _report_briefly(kind: type[BaseException], error: BaseException, trace: Any,
         sys.stderr.write(f"{type(brief).__name__}: {brief}\n")
 
 
-def check_command_line(argv: Optional[Sequence[str]] = None) -> None:
+def check_command_line(argv: Sequence[str] | None = None) -> None:
     """In a ``python -m monai.bundle run`` process: check the override keys and report foreseeable errors briefly.
 
     The first entry of each bundle config's ``initialize`` list:
@@ -259,7 +259,7 @@ def _one_subset(subset: Any, modality_names: Sequence[str]) -> tuple[bool, ...]:
     return tuple(_flag(x) for x in subset)
 
 
-def parse_subsets(value: Any, modality_names: Sequence[str]) -> Optional[list[tuple[bool, ...]]]:
+def parse_subsets(value: Any, modality_names: Sequence[str]) -> list[tuple[bool, ...]] | None:
     """The modality subsets an ``eval_subsets`` setting names, in its order; None for all subsets.
 
     Accepted forms (from the command line, an ``--args_file`` or a config):

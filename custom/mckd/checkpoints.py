@@ -27,7 +27,7 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.config import PathLike
@@ -349,7 +349,7 @@ class SafeCheckpointLoader:
         self,
         load_path: PathLike,
         load_dict: Mapping[str, Any],
-        name: Optional[str] = None,
+        name: str | None = None,
         map_location: Any = None,
         strict: bool = True,
     ) -> None:
@@ -408,12 +408,12 @@ class AtomicDiskSaver(DiskSaver):
             ``key_metric_filename``); None keeps ignite's names.
     """
 
-    def __init__(self, dirname: PathLike, filename: Optional[str] = None) -> None:
+    def __init__(self, dirname: PathLike, filename: str | None = None) -> None:
         super().__init__(dirname=dirname, atomic=True, require_empty=False)
         self.filename = filename
         self._pending: list[str] = []
 
-    def __call__(self, checkpoint: Mapping, filename: str, metadata: Optional[Mapping] = None) -> None:
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         """Write ``checkpoint`` under ``filename`` (or the fixed name), then remove the superseded files."""
         filename = self.filename or filename
         super().__call__(checkpoint, filename, metadata)

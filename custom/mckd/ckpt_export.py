@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
 from monai.bundle import ConfigParser
 from monai.bundle.scripts import ckpt_export as monai_ckpt_export
@@ -60,7 +60,7 @@ def check_export_checkpoint(**kwargs: Any) -> None:
     load_objects({arguments.get("key_in_ckpt") or "": network}, path, map_location="cpu")
 
 
-def ckpt_export(net_id: Optional[str] = None, **kwargs: Any) -> None:
+def ckpt_export(net_id: str | None = None, **kwargs: Any) -> None:
     """Check the checkpoint (:func:`check_export_checkpoint`), then run MONAI's ``ckpt_export`` with the arguments.
 
     Raises:
@@ -70,7 +70,7 @@ def ckpt_export(net_id: Optional[str] = None, **kwargs: Any) -> None:
     monai_ckpt_export(net_id=net_id, **kwargs)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Command line: the arguments of ``python -m monai.bundle ckpt_export``; 1 and one line for a bad file."""
     from fire import Fire
 

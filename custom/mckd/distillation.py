@@ -11,7 +11,6 @@ Two components, both independent of images or audio:
 
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 from torch import nn
@@ -36,7 +35,7 @@ class ModalityImportance(nn.Module):
         TypeError: when ``seed`` is neither ``None`` nor an int.
     """
 
-    def __init__(self, num_modalities: int, init: str = "uniform", seed: Optional[int] = None) -> None:
+    def __init__(self, num_modalities: int, init: str = "uniform", seed: int | None = None) -> None:
         super().__init__()
         if num_modalities < 1:
             raise ValueError(f"num_modalities must be >= 1, got {num_modalities}.")

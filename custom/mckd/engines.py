@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,8 +48,8 @@ def draw_availability(
     num_modalities: int,
     batch_size: int,
     iteration: int,
-    policy: Optional[ModalityDropout] = None,
-    data_available: Optional[torch.Tensor] = None,
+    policy: ModalityDropout | None = None,
+    data_available: torch.Tensor | None = None,
     seed: int = 0,
     rank: int = 0,
     device: torch.device | str | None = None,
@@ -155,12 +155,12 @@ class MCKDTrainer(SupervisedTrainer):
         optimizer: torch.optim.Optimizer,
         loss_function: Any,
         importance: ModalityImportance,
-        distillation_loss: Optional[nn.Module] = None,
+        distillation_loss: nn.Module | None = None,
         kd_weight: float = 0.1,
-        modality_dropout: Optional[ModalityDropout] = None,
+        modality_dropout: ModalityDropout | None = None,
         available_key: str = "available",
         seed: int = 0,
-        max_grad_norm: Optional[float] = None,
+        max_grad_norm: float | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(importance, ModalityImportance):
@@ -198,7 +198,7 @@ class MCKDTrainer(SupervisedTrainer):
         self.max_grad_norm = max_grad_norm
 
     def draw_available(
-        self, batch_size: int, data_available: Optional[torch.Tensor], batchdata: Any = None
+        self, batch_size: int, data_available: torch.Tensor | None, batchdata: Any = None
     ) -> torch.Tensor:
         """This iteration's availability ``[B, M]`` (see :func:`draw_availability`).
 
@@ -218,7 +218,7 @@ class MCKDTrainer(SupervisedTrainer):
             device=self.state.device,
         )
 
-    def distill(self, features: Optional[torch.Tensor], available: torch.Tensor) -> torch.Tensor:
+    def distill(self, features: torch.Tensor | None, available: torch.Tensor) -> torch.Tensor:
         """The weighted KD loss of the captured per-modality features.
 
         Raises:

@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: ``(pred [R, *S], reference [R, *S], spacing) -> {metric name: [R] values}``: extra per-sample metrics.
-ExtraScorer = Callable[[torch.Tensor, torch.Tensor, Optional[Sequence[float]]], Mapping[str, Sequence[float]]]
+ExtraScorer = Callable[[torch.Tensor, torch.Tensor, Sequence[float] | None], Mapping[str, Sequence[float]]]
 #: How many offending tensors a message lists.
 _SHOWN = 5
 
@@ -159,7 +159,7 @@ class SubsetResults:
     modality_names: list[str]
     dice: np.ndarray
     hd95: np.ndarray
-    importance: Optional[dict[str, float]] = None
+    importance: dict[str, float] | None = None
     conventions: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     slices: list[CaseSlice] = field(default_factory=list)
@@ -230,7 +230,7 @@ def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
     return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
 
 
-def _finite(value: float) -> Optional[float]:
+def _finite(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
@@ -279,15 +279,15 @@ class SubsetEvaluator:
         dataloader: Any,
         inferer: Inferer,
         device: str | torch.device = "cpu",
-        subsets: Optional[Sequence[Sequence[bool]]] = None,
-        region_names: Optional[Sequence[str]] = None,
-        modality_names: Optional[Sequence[str]] = None,
-        postprocessing: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-        postprocessing_description: Optional[str] = None,
+        subsets: Sequence[Sequence[bool]] | None = None,
+        region_names: Sequence[str] | None = None,
+        modality_names: Sequence[str] | None = None,
+        postprocessing: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        postprocessing_description: str | None = None,
         convention: ConventionLike = "brats_legacy",
-        extra_scorer: Optional[ExtraScorer] = None,
+        extra_scorer: ExtraScorer | None = None,
         overlay_cases: int = 16,
-        importance: Optional[Union[Sequence[float], torch.Tensor, Mapping[str, float]]] = None,
+        importance: Sequence[float] | torch.Tensor | Mapping[str, float] | None = None,
         image_key: str = "image",
         label_key: str = "label",
         available_key: str = "available",
@@ -406,7 +406,7 @@ class SubsetEvaluator:
         case_id: str,
         num_subsets: int,
         position: int,
-    ) -> Optional[CaseSlice]:
+    ) -> CaseSlice | None:
         """The overlay slice of one case (its largest reference area along the first spatial axis), or None."""
         if position >= self.overlay_cases or image.ndim < 3:
             return None
@@ -500,7 +500,7 @@ class SubsetEvaluator:
                 scores[name] = np.asarray(values, dtype=np.float64)
         return scores
 
-    def _importance(self, modality_names: list[str]) -> Optional[dict[str, float]]:
+    def _importance(self, modality_names: list[str]) -> dict[str, float] | None:
         if self.importance is None:
             return None
         if isinstance(self.importance, Mapping):

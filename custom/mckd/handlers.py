@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sized
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -91,17 +91,17 @@ class MetaImportanceUpdater:
         meta_loader: Iterable,
         interval: int = 100,
         steps: int = 20,
-        network: Optional[nn.Module] = None,
-        loss_function: Optional[Callable] = None,
-        prepare_batch: Optional[Callable] = None,
+        network: nn.Module | None = None,
+        loss_function: Callable | None = None,
+        prepare_batch: Callable | None = None,
         available_key: str = "available",
         device: torch.device | str | None = None,
         amp: bool = False,
         train_mode: bool = True,
-        modality_names: Optional[Sequence[str]] = None,
+        modality_names: Sequence[str] | None = None,
         metric_prefix: str = "importance/",
-        summary_writer: Optional[SummaryWriter] = None,
-        name: Optional[str] = None,
+        summary_writer: SummaryWriter | None = None,
+        name: str | None = None,
     ) -> None:
         if not isinstance(importance, ModalityImportance):
             raise TypeError(f"importance must be a ModalityImportance, got {type(importance).__name__}.")
@@ -138,8 +138,8 @@ class MetaImportanceUpdater:
         self.summary_writer = summary_writer
         self.logger = logging.getLogger(name)
         self._name = name
-        self._batches: Optional[Iterator] = None
-        self._scaler: Optional[torch.amp.GradScaler] = None
+        self._batches: Iterator | None = None
+        self._scaler: torch.amp.GradScaler | None = None
 
     def attach(self, engine: Engine) -> None:
         """

@@ -39,7 +39,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from monai.config import PathLike
 from monai.utils import IgniteInfo, min_version, optional_import
@@ -88,7 +88,7 @@ class GracefulInterrupt:
         save_dir: PathLike,
         filename: str = "interrupted.pt",
         signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
-        name: Optional[str] = None,
+        name: str | None = None,
     ) -> None:
         if not save_dict:
             raise ValueError("save_dict must name at least one object to save.")
@@ -101,8 +101,8 @@ class GracefulInterrupt:
         self.signals = tuple(signal.Signals(s) for s in signals)
         self.logger = logging.getLogger(name)
         self._name = name
-        self.received: Optional[signal.Signals] = None
-        self.saved_path: Optional[Path] = None
+        self.received: signal.Signals | None = None
+        self.saved_path: Path | None = None
         self._previous: dict[signal.Signals, Any] = {}
         self._running = False
 
@@ -135,7 +135,7 @@ class GracefulInterrupt:
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._on_signal)
 
-    def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """Record the signal and give the signals back to their previous handlers (a second one acts at once).
 
         Outside a run (after a failed one) the signal goes straight on to the previous handler. In a run, ``SIGCHLD``

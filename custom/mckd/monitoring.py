@@ -19,7 +19,7 @@ import io
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -141,7 +141,7 @@ class TensorBoardSliceHandler:
         num_modalities: int,
         tag: str = "validation/slice",
         keys: Sequence[str] = ("image", "label", "pred"),
-        summary_writer: Optional[SummaryWriter] = None,
+        summary_writer: SummaryWriter | None = None,
     ) -> None:
         if num_modalities < 1:
             raise ValueError(f"num_modalities must be >= 1, got {num_modalities}.")
@@ -201,7 +201,7 @@ class ImportanceTrajectoryWriter:
         importance: ModalityImportance,
         interval: int,
         output_dir: PathLike,
-        modality_names: Optional[Sequence[str]] = None,
+        modality_names: Sequence[str] | None = None,
         prefix: str = "importance_trajectory",
     ) -> None:
         if not isinstance(importance, ModalityImportance):
@@ -243,7 +243,7 @@ class ImportanceTrajectoryWriter:
         probabilities = self.importance.probabilities().detach().cpu().tolist()
         self.rows.append([float(engine.state.iteration), *probabilities])
 
-    def write(self, engine: Optional[Engine] = None) -> None:
+    def write(self, engine: Engine | None = None) -> None:
         """Rewrite the CSV and the PNG from the recorded rows (nothing before the first round)."""
         if not self.rows:
             return

@@ -27,7 +27,7 @@ import itertools
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -152,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Export and check; 0 on success, 1 for a bad checkpoint or an export outside the tolerance."""
     args = _parser().parse_args(argv)
     config = ConfigParser()

@@ -8,14 +8,14 @@ redirected from a command stay free of bar lines.
 
 from __future__ import annotations
 
-from typing import IO, Optional
+from typing import IO
 
 from tqdm import tqdm
 
 __all__ = ["progress_bar"]
 
 
-def progress_bar(total: Optional[int], desc: str, unit: str = "it", file: Optional[IO[str]] = None) -> tqdm:
+def progress_bar(total: int | None, desc: str, unit: str = "it", file: IO[str] | None = None) -> tqdm:
     """A tqdm bar for ``total`` steps (``update(n)`` per step; a context manager that closes it).
 
     Args:

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,7 +85,7 @@ class ScoringConvention:
     both_empty_dice: float
     both_empty_hd95: float
     missed_hd95: float
-    disjoint_hd95: Optional[float]
+    disjoint_hd95: float | None
     summary: str
     source: str
 
@@ -125,7 +125,7 @@ SCORING_CONVENTIONS: dict[str, ScoringConvention] = {
     ),
 }
 
-ConventionLike = Union[str, ScoringConvention]
+ConventionLike = str | ScoringConvention
 
 
 def scoring_convention(convention: ConventionLike) -> ScoringConvention:
@@ -143,7 +143,7 @@ def scoring_convention(convention: ConventionLike) -> ScoringConvention:
     return SCORING_CONVENTIONS[convention]
 
 
-def voxel_spacing(image: Any) -> Optional[tuple[float, ...]]:
+def voxel_spacing(image: Any) -> tuple[float, ...] | None:
     """Spacing (mm) of the spatial axes of a channel-first ``image`` as they are now, or None for a plain tensor.
 
     The affine gives the spacing of the axes it describes (column norms, MONAI's ``affine_to_spacing``: correct for
@@ -170,7 +170,7 @@ def voxel_spacing(image: Any) -> Optional[tuple[float, ...]]:
     return tuple(spacing)
 
 
-def pooled_hd95(pred: torch.Tensor, reference: torch.Tensor, spacing: Optional[Sequence[float]] = None) -> float:
+def pooled_hd95(pred: torch.Tensor, reference: torch.Tensor, spacing: Sequence[float] | None = None) -> float:
     """95th percentile of the surface distances of both directions pooled together (medpy / panoptica ``hd95``).
 
     Edges and Euclidean distances are MONAI's (``get_edge_surface_distance``). Both masks must be non-empty.
@@ -191,7 +191,7 @@ def score_regions(
     pred: torch.Tensor,
     reference: torch.Tensor,
     convention: ConventionLike = "brats_legacy",
-    spacing: Optional[Sequence[float]] = None,
+    spacing: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dice and HD95 per region channel of one sample under ``convention``.
 

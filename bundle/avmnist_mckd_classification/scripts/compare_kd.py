@@ -17,7 +17,7 @@ import argparse
 import logging
 import statistics
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from monai.bundle import ConfigWorkflow
 
@@ -99,7 +99,7 @@ def markdown(summary: list[dict[str, Any]], seeds: Sequence[int]) -> str:
     return f"Test accuracy (%), mean ± sd over seeds {', '.join(map(str, seeds))}:\n\n{table}"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset_dir", nargs="+", required=True, help="AV-MNIST build(s) from data_prep.avmnist")
     parser.add_argument("--work_dir", default="eval/compare_kd", help="runs and the summary go here")

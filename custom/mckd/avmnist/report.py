@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from monai.data import DataLoader, Dataset
@@ -30,7 +30,7 @@ CSV_COLUMNS: tuple[str, ...] = ("inputs", "accuracy", "correct", "num_samples")
 
 
 def load_checkpoint(
-    path: str | Path, network: nn.Module, importance: Optional[ModalityImportance], device: torch.device | str
+    path: str | Path, network: nn.Module, importance: ModalityImportance | None, device: torch.device | str
 ) -> None:
     """Load ``model`` (and ``modality_weights`` into ``importance`` when given) from a checkpoint of the bundle's training.
 
@@ -79,8 +79,8 @@ class SubsetAccuracyReport:
         transform: Callable,
         output_dir: str | Path,
         device: torch.device | str = "cpu",
-        checkpoint: Optional[str | Path] = None,
-        importance: Optional[ModalityImportance] = None,
+        checkpoint: str | Path | None = None,
+        importance: ModalityImportance | None = None,
         batch_size: int = 128,
         title: str = "AV-MNIST accuracy by input modalities",
         label_key: str = "label",

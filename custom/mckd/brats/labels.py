@@ -10,7 +10,7 @@ tumour). Here the label semantics come from :mod:`mckd.brats.conventions` and th
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import torch
 from monai.config import KeysCollection
@@ -31,7 +31,7 @@ __all__ = [
     "describe_postprocessing",
 ]
 
-ConventionLike = Union[str, LabelConvention]
+ConventionLike = str | LabelConvention
 
 
 def resolve_convention(convention: ConventionLike) -> LabelConvention:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +69,7 @@ class LesionWiseScorer:
         self.to_label = RegionsToLabel(convention="brats2023", threshold=None)
 
     def __call__(
-        self, pred: torch.Tensor, reference: torch.Tensor, spacing: Optional[Sequence[float]] = None
+        self, pred: torch.Tensor, reference: torch.Tensor, spacing: Sequence[float] | None = None
     ) -> dict[str, list[float]]:
         """Lesion-wise metrics per region of one sample (binary ``[3, *S]`` prediction and reference)."""
         pred_label = self.to_label(torch.as_tensor(pred).cpu())[0].numpy()

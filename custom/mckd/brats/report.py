@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from matplotlib.colors import ListedColormap
@@ -223,7 +222,7 @@ def _heatmap(results: SubsetResults, target: Path, order: str, metric: str = "di
     _save(fig, target)
 
 
-def _representative(results: SubsetResults, subset: int) -> Optional[CaseSlice]:
+def _representative(results: SubsetResults, subset: int) -> CaseSlice | None:
     """Among the kept slices, the case whose mean Dice under ``subset`` is closest to their median (None if none)."""
     index = {case: c for c, case in enumerate(results.case_ids)}
     candidates = []
