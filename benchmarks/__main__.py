@@ -216,7 +216,8 @@ def checkpointing_section(s: dict[str, Any], threads: int) -> list[str]:
     return lines + [
         "",
         f"Peak memory of the step cut by {cut:.0%} (whole process: {cut_total:.0%}; target >= 40 %: "
-        f"{_verdict(cut_total, 0.4, lower_is_better=False)}); step time x{chk['last_step_s'] / plain['last_step_s']:.2f}.",
+        f"{_verdict(cut_total, 0.4, lower_is_better=False)}); "
+        f"step time x{chk['last_step_s'] / plain['last_step_s']:.2f}.",
         "",
     ]
 

@@ -110,7 +110,12 @@ class LoadMonitor:
     """
 
     def __init__(
-        self, threads: int, cores: Optional[int] = None, interval: float = 2.0, window: float = 30.0, tolerance: float = 0.5
+        self,
+        threads: int,
+        cores: Optional[int] = None,
+        interval: float = 2.0,
+        window: float = 30.0,
+        tolerance: float = 0.5,
     ) -> None:
         if threads < 1 or interval <= 0 or window <= 0 or tolerance < 0:
             raise ValueError(f"bad monitor settings: threads={threads}, interval={interval}, window={window}.")
@@ -125,7 +130,7 @@ class LoadMonitor:
 
     @property
     def threshold(self) -> float:
-        """Foreign running threads above which a section is busy: ``cores - threads + tolerance`` (at least the tolerance)."""
+        """Foreign running threads above which a section is busy: ``max(cores - threads, 0) + tolerance``."""
         return max(self.cores - self.threads, 0) + self.tolerance
 
     def sample(self) -> LoadSample:

@@ -66,7 +66,8 @@ def pack_available(image: torch.Tensor, available: torch.Tensor) -> torch.Tensor
     """
     if image.ndim < 3 or available.shape != image.shape[:2]:
         raise ValueError(
-            f"expected image [B, M, *spatial] and available [B, M]; got {tuple(image.shape)} and {tuple(available.shape)}."
+            "expected image [B, M, *spatial] and available [B, M]; "
+            f"got {tuple(image.shape)} and {tuple(available.shape)}."
         )
     flags = available.to(image.dtype).reshape(*available.shape, *([1] * (image.ndim - 2))).expand_as(image)
     return torch.cat([image * flags, flags], dim=1)
@@ -102,7 +103,7 @@ def check_every_sample_has_one(available: torch.Tensor) -> None:
 def resolve_available(
     available: Optional[torch.Tensor], batch_size: int, num_modalities: int, device: torch.device
 ) -> torch.Tensor:
-    """The boolean mask ``[batch_size, num_modalities]`` on ``device``: ``available`` checked, or all present if ``None``.
+    """The boolean ``[batch_size, num_modalities]`` mask on ``device``: ``available`` checked, or all present if None.
 
     Any dtype is accepted; non-zero means present. TorchScript-compatible (the networks call it).
 

@@ -1,4 +1,4 @@
-"""The benchmark runner: load sampling and the busy verdict, refusal of a busy machine, flagged reports, one real section."""
+"""The benchmark runner: load sampling, the busy verdict, refusal of a busy machine, flagged reports, a real section."""
 
 from __future__ import annotations
 

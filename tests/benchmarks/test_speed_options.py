@@ -57,7 +57,8 @@ def test_network_decoder_matches_filled_skips_for_every_subset(backbone: str) ->
         filled = [scatter_mean_fill(f, pairs).flatten(1, 2) for f in encoded[:-1]]
         bottleneck = scatter_mean_fill(encoded[-1], pairs).flatten(1, 2)
         reference = net.decoder(bottleneck, filled)
-        assert torch.allclose(net(x, available), reference, atol=1e-5)
+        # float32 sums in another order: compared with the logits' range (they reach about 25 here)
+        assert (net(x, available) - reference).abs().max() <= 5e-6 * reference.abs().max()
 
 
 @pytest.mark.parametrize("shape,flags", [((2, 3, 5, 6, 7), [True, True, True]), ((1, 2, 4, 1, 6), [False, True, True])])

@@ -1,4 +1,4 @@
-"""Availability masks: subset enumeration, the random-subset draw, the single-tensor encoding, reading a batch's mask."""
+"""Availability masks: subsets, the random-subset draw, the single-tensor encoding, reading a batch's mask."""
 
 from __future__ import annotations
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mckd.networks.conv import OneDNNConv3d, use_onednn_conv3d
+import pytest
+
+from mckd.networks.conv import BlockTransposedConv3d, OneDNNConv3d, use_onednn_conv3d
 from mckd.networks.ws_conv import WeightStandardizedConv3d
 
 
@@ -96,3 +98,36 @@ def test_scripted_weight_standardized_conv_matches_eager() -> None:
     scripted = torch.jit.script(conv)
     with torch.no_grad():
         assert torch.equal(scripted(x), conv(x))
+
+
+@pytest.mark.parametrize(
+    "batch, c_in, c_out, size, bias",
+    [(1, 64, 16, 2, False), (2, 64, 8, 2, True), (1, 4, 2, 8, True)],  # matmul, matmul, PyTorch's kernel
+)
+def test_block_transposed_conv_matches_conv_transpose3d_forward_and_gradients(
+    batch: int, c_in: int, c_out: int, size: int, bias: bool
+) -> None:
+    torch.manual_seed(0)
+    reference = nn.ConvTranspose3d(c_in, c_out, 2, stride=2, bias=bias).double()
+    fast = use_onednn_conv3d(nn.Sequential(nn.ConvTranspose3d(c_in, c_out, 2, stride=2, bias=bias)))[0].double()
+    fast.load_state_dict(reference.state_dict())
+    assert isinstance(fast, BlockTransposedConv3d)
+    x = torch.randn(batch, c_in, size, size + 1, size, dtype=torch.float64, requires_grad=True)
+    y_ref, y = reference(x), fast(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(y_ref)
+    for a, b in zip(
+        torch.autograd.grad(y, [x, *fast.parameters()], grad),
+        torch.autograd.grad(y_ref, [x, *reference.parameters()], grad),
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(fast)(x), y_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(fast(x, output_size=list(y_ref.shape[2:])), y_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_only_non_overlapping_transposed_convs_are_reclassed() -> None:
+    overlapping = nn.ConvTranspose3d(4, 2, 3, stride=2, padding=1)
+    block = nn.ConvTranspose3d(4, 2, 2, stride=2)
+    use_onednn_conv3d(nn.Sequential(overlapping, block))
+    assert type(overlapping) is nn.ConvTranspose3d and type(block) is BlockTransposedConv3d

@@ -37,7 +37,9 @@ SPECS: dict[str, tuple[str, bool, dict[str, Any], tuple[int, ...], torch.dtype, 
     "light default": ("light", False, {}, (32, 32, 32), torch.float64, tuple(MASKS)),
     "light paper_exact": ("light", True, {}, (32, 32, 32), torch.float64, tuple(MASKS)),
     "small resnet50_aspp default": ("resnet50_aspp", False, SMALL_RESNET, (32, 64, 64), torch.float64, tuple(MASKS)),
-    "small resnet50_aspp paper_exact": ("resnet50_aspp", True, SMALL_RESNET, (32, 64, 64), torch.float64, ("per_sample",)),
+    "small resnet50_aspp paper_exact": (
+        "resnet50_aspp", True, SMALL_RESNET, (32, 64, 64), torch.float64, ("per_sample",)
+    ),
     "resnet50_aspp default": ("resnet50_aspp", False, {}, (32, 64, 64), torch.float32, ("per_sample",)),
 }
 FLOAT32_TOLERANCE = {"logit_sum": 2e-4, "logit_sumsq": 2e-4, "logit_at_positions": 5e-3, "feature_group_sum": 3e-4}

@@ -1,4 +1,4 @@
-"""Fusion helpers: the availability plan, per-sample mean fill, gather/scatter of available pairs, importance scaling."""
+"""Fusion helpers: the availability plan, per-sample mean fill, gather/scatter of the available pairs, scaling."""
 
 from __future__ import annotations
 

@@ -88,7 +88,9 @@ def test_resnet50_aspp_matches_the_official_forward_in_float64(
         net.float()
 
 
-def test_the_comparison_fails_on_a_one_tensor_change(fixture: dict[str, Any], nets: dict[bool, MultiModalSegNet]) -> None:
+def test_the_comparison_fails_on_a_one_tensor_change(
+    fixture: dict[str, Any], nets: dict[bool, MultiModalSegNet]
+) -> None:
     """The records see a single re-drawn norm bias deep in the decoder (the fixture's own sensitivity check)."""
     net = nets[True]
     bias = net.decoder.stages[3].refine.conv2[1].bias

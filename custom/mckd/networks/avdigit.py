@@ -120,7 +120,8 @@ class AVDigitNet(nn.Module):
         super().__init__()
         if min(feature_size, hidden_size, num_classes) < 1:
             raise ValueError(
-                f"feature_size, hidden_size and num_classes must be >= 1; got {feature_size}, {hidden_size}, {num_classes}."
+                "feature_size, hidden_size and num_classes must be >= 1; "
+                f"got {feature_size}, {hidden_size}, {num_classes}."
             )
         self.num_modalities = NUM_MODALITIES
         self.feature_size = feature_size

@@ -46,7 +46,7 @@ AvailablePairs = NamedTuple(
         ("one_subset", bool),
     ],
 )
-AvailablePairs.__doc__ = """The availability of one batch, prepared once for every fusion step of a forward (:func:`available_pairs`).
+AvailablePairs.__doc__ = """A batch's availability, prepared once for every fusion step of a forward.
 
 Attributes:
     mask: boolean ``[B, M]``.
@@ -90,7 +90,8 @@ def _per_modality_shape(batch: int, num_modalities: int, ndim: int) -> list[int]
 def _check_rows(encoded: torch.Tensor, pairs: AvailablePairs) -> None:
     if encoded.ndim < 1 or encoded.shape[0] != pairs.index.shape[0]:
         raise ValueError(
-            f"expected one row of features per available pair ({pairs.index.shape[0]}); got shape {list(encoded.shape)}."
+            f"expected one row of features per available pair ({pairs.index.shape[0]}); "
+            f"got shape {list(encoded.shape)}."
         )
 
 
