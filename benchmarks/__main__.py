@@ -300,6 +300,8 @@ def load_lines(monitor: LoadMonitor) -> list[str]:
         "average includes the benchmark's own threads.",
         "",
     ]
+    if monitor.errors:
+        lines += [f"**{len(monitor.errors)} load samples failed** (first: `{monitor.errors[0]}`).", ""]
     header = ["section", "seconds", "samples", "load1 at start", "load1 max", "others: mean"]
     header += [f"others: max {monitor.window:.0f}-s mean", ""]
     return lines + _table(header, rows) + [""]

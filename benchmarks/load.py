@@ -123,6 +123,7 @@ class LoadMonitor:
         self.cores = cores or os.cpu_count() or 1
         self.interval, self.window, self.tolerance = interval, window, tolerance
         self.sections: list[SectionLoad] = []
+        self.errors: list[str] = []
         self._current = SectionLoad("(outside sections)")
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -141,7 +142,10 @@ class LoadMonitor:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.sample()
+            try:
+                self.sample()
+            except Exception as err:  # noqa: BLE001 - a failed sample must not end the sampling; it is reported
+                self.errors.append(repr(err))
 
     def __enter__(self) -> LoadMonitor:
         self._thread = threading.Thread(target=self._run, name="load-monitor", daemon=True)
