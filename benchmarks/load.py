@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 __all__ = ["LoadSample", "SectionLoad", "LoadMonitor", "foreign_running_threads"]
 
@@ -32,7 +32,7 @@ class LoadSample:
 
     t: float
     load1: float
-    foreign: Optional[int]
+    foreign: int | None
 
 
 @dataclass
@@ -42,11 +42,11 @@ class SectionLoad:
     name: str
     samples: list[LoadSample] = field(default_factory=list)
 
-    def foreign_mean(self) -> Optional[float]:
+    def foreign_mean(self) -> float | None:
         values = [s.foreign for s in self.samples if s.foreign is not None]
         return statistics.fmean(values) if values else None
 
-    def foreign_peak(self, window: float) -> Optional[float]:
+    def foreign_peak(self, window: float) -> float | None:
         """The largest mean of the foreign running threads over ``window`` seconds (the whole section if shorter)."""
         known = [s for s in self.samples if s.foreign is not None]
         if not known:
@@ -59,7 +59,7 @@ class SectionLoad:
                 break
         return peak
 
-    def load1_max(self) -> Optional[float]:
+    def load1_max(self) -> float | None:
         return max((s.load1 for s in self.samples), default=None)
 
 
@@ -87,7 +87,7 @@ def _descendants(root: int) -> set[str]:
     return tree
 
 
-def foreign_running_threads(root: Optional[int] = None) -> Optional[int]:
+def foreign_running_threads(root: int | None = None) -> int | None:
     """Running threads of the machine that do not belong to process ``root`` (default: this one) or its children."""
     try:
         with open(PROC / "stat", encoding="utf-8") as f:
@@ -112,7 +112,7 @@ class LoadMonitor:
     def __init__(
         self,
         threads: int,
-        cores: Optional[int] = None,
+        cores: int | None = None,
         interval: float = 2.0,
         window: float = 30.0,
         tolerance: float = 0.5,
@@ -126,7 +126,7 @@ class LoadMonitor:
         self.errors: list[str] = []
         self._current = SectionLoad("(outside sections)")
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._start = time.monotonic()
 
     @property

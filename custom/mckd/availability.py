@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -101,7 +101,7 @@ def check_every_sample_has_one(available: torch.Tensor) -> None:
 
 
 def resolve_available(
-    available: Optional[torch.Tensor], batch_size: int, num_modalities: int, device: torch.device
+    available: torch.Tensor | None, batch_size: int, num_modalities: int, device: torch.device
 ) -> torch.Tensor:
     """The boolean ``[batch_size, num_modalities]`` mask on ``device``: ``available`` checked, or all present if None.
 
@@ -120,7 +120,7 @@ def resolve_available(
 
 
 def split_available(
-    x: torch.Tensor, available: Optional[torch.Tensor], num_modalities: int
+    x: torch.Tensor, available: torch.Tensor | None, num_modalities: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A network input ``x[B, C, *S]`` and its optional mask -> ``(image[B, M, *S], available[B, M])``.
 
@@ -146,7 +146,7 @@ def read_available(
     batch_size: int,
     num_modalities: int,
     key: str = "available",
-    given: Optional[Any] = None,
+    given: Any | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """The data availability ``[B, M]`` of a batch, checked once: what engines, handlers and reports feed the network.
@@ -223,7 +223,7 @@ class ModalityDropout:
         num_modalities: int,
         warmup_iterations: int = 0,
         min_keep: int = 1,
-        max_keep: Optional[int] = None,
+        max_keep: int | None = None,
         per_sample: bool = True,
     ) -> None:
         max_keep = num_modalities if max_keep is None else max_keep
@@ -246,7 +246,7 @@ class ModalityDropout:
         self,
         batch_size: int,
         iteration: int,
-        generator: Optional[torch.Generator] = None,
+        generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> torch.Tensor:
         """The ``[batch_size, M]`` mask for the 1-based training ``iteration``."""

@@ -20,7 +20,7 @@ number of missing inputs.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -159,8 +159,8 @@ class AVDigitNet(nn.Module):
         self,
         image: torch.Tensor,
         audio: torch.Tensor,
-        available: Optional[torch.Tensor] = None,
-        modality_scale: Optional[torch.Tensor] = None,
+        available: torch.Tensor | None = None,
+        modality_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Class logits.
 

@@ -22,7 +22,7 @@ is as fast or faster). The same sums in another order: equal to float rounding; 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ class OneDNNConv3d(nn.Conv3d):
         """The kernel that convolves the input (the weight itself; subclasses may transform it)."""
         return self.weight
 
-    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if not torch.jit.is_scripting() and torch.compiler.is_compiling():
             # torch.compile traces with fake tensors, which the direct oneDNN call does not accept
             return F.conv3d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
@@ -71,7 +71,7 @@ class BlockTransposedConv3d(nn.ConvTranspose3d):
     """``nn.ConvTranspose3d`` with kernel == stride (no padding, dilation or groups): a matrix product on the CPU when
     the weight outnumbers the output (see the module docstring). Constructor arguments are those of the parent."""
 
-    def forward(self, x: torch.Tensor, output_size: Optional[list[int]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         compiling = False if torch.jit.is_scripting() else torch.compiler.is_compiling()
         n, c_in, d, h, w = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
         c_out, k = self.weight.shape[1], self.kernel_size

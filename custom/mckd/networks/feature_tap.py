@@ -10,7 +10,7 @@ forward pass (the standard PyTorch hook mechanism; MONAI's CAM visualisers read 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ class FeatureCapture:
     """Holds what the tap saw during the last forward pass inside :func:`capture_features`."""
 
     def __init__(self) -> None:
-        self.features: Optional[torch.Tensor] = None
+        self.features: torch.Tensor | None = None
 
     def __call__(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         self.features = output

@@ -14,7 +14,7 @@ TorchScript-compatible operations, so networks that call these helpers stay scri
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 
@@ -206,7 +206,7 @@ def scale_modalities(features: torch.Tensor, modality_scale: torch.Tensor) -> to
 
 
 def project_mean_filled(
-    encoded: torch.Tensor, pairs: AvailablePairs, weight: torch.Tensor, bias: Optional[torch.Tensor] = None
+    encoded: torch.Tensor, pairs: AvailablePairs, weight: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
     """A 1x1x1 convolution of the mean-filled, concatenated skips, computed from the available pairs only.
 

@@ -20,7 +20,7 @@ from the graph: the forward is unchanged, the encoder just receives no gradient 
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -118,7 +118,7 @@ class MultiModalSegNet(nn.Module):
         return clone
 
     def forward(
-        self, x: torch.Tensor, available: Optional[torch.Tensor] = None, modality_scale: Optional[torch.Tensor] = None
+        self, x: torch.Tensor, available: torch.Tensor | None = None, modality_scale: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Region logits for ``x``.
 
@@ -152,7 +152,7 @@ class MultiModalSegNet(nn.Module):
         return self._decode(bottleneck, encoded[:-1], modality_scale, pairs)
 
     def _forward_paper_exact(
-        self, image: torch.Tensor, pairs: AvailablePairs, modality_scale: Optional[torch.Tensor]
+        self, image: torch.Tensor, pairs: AvailablePairs, modality_scale: torch.Tensor | None
     ) -> torch.Tensor:
         """Published handling: zeroed missing inputs are encoded too; only the bottleneck is filled."""
         batch, num_modalities = image.shape[0], self.num_modalities
@@ -173,8 +173,8 @@ class MultiModalSegNet(nn.Module):
         self,
         bottleneck: torch.Tensor,
         skips: list[torch.Tensor],
-        modality_scale: Optional[torch.Tensor],
-        pairs: Optional[AvailablePairs],
+        modality_scale: torch.Tensor | None,
+        pairs: AvailablePairs | None,
     ) -> torch.Tensor:
         """Scale the fused bottlenecks ``[B, M, C, *F]`` if asked and decode them with the skips.
 

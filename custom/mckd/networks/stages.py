@@ -10,7 +10,7 @@ the axes of the final x2 upsample (:class:`SkipDecoder`).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -47,7 +47,7 @@ class SkipAddStage(nn.Module):
         self.project = project
         self.refine = refine
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor, pairs: Optional[AvailablePairs] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, pairs: AvailablePairs | None = None) -> torch.Tensor:
         """Fuse ``x`` with the skip features.
 
         Args:
@@ -87,7 +87,7 @@ class SkipDecoder(nn.Module):
         self.upsampled: list[bool] = [bool(flag) for flag in upsampled]
 
     def forward(
-        self, bottleneck: torch.Tensor, skips: list[torch.Tensor], pairs: Optional[AvailablePairs] = None
+        self, bottleneck: torch.Tensor, skips: list[torch.Tensor], pairs: AvailablePairs | None = None
     ) -> torch.Tensor:
         """Logits from the fused bottleneck and the skips, shallow to deep (see :class:`SkipAddStage` for the forms).
 

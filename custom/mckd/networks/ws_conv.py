@@ -16,8 +16,6 @@ bypass the version counter; call :meth:`WeightStandardizedConv3d.forget_kernel` 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from mckd.networks.conv import OneDNNConv3d
@@ -69,7 +67,7 @@ class WeightStandardizedConv3d(OneDNNConv3d):
             bias=bias,
         )
         self.ws_eps = ws_eps
-        self._kept: Optional[tuple[torch.Tensor, int, float, torch.Tensor]] = None
+        self._kept: tuple[torch.Tensor, int, float, torch.Tensor] | None = None
 
     #: TorchScript compiles ``kernel`` without the kept kernel (a scripted model standardises on every call).
     __jit_ignored_attributes__ = ["_kept"]
