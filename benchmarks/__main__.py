@@ -239,7 +239,36 @@ def data_section(s: dict[str, Any], threads: int) -> list[str]:
             for r in rows
         ],
     )
-    return lines + [""]
+    return lines + [""] + _gpu_loader_lines(data.gpu_loader_rates(s["data_cases"], s["data_shape"], s["data_epochs"]))
+
+
+def _gpu_loader_lines(r: dict[str, Any]) -> list[str]:
+    """The published configuration's loader: what one worker delivers and the shortest step its workers can feed."""
+    per_batch = r["batch"] * r["configured_s"]
+    lines = [
+        f"### Loader of the published configuration (train.json alone: {_size(r['crop'])} crops, batch {r['batch']}, "
+        f"{r['workers']} workers, cache_rate {r['cache_rate']:g})",
+        "",
+    ]
+    lines += _table(
+        ["per worker", "s/case", "cases/s"],
+        [
+            [label, fmt(seconds, 2), fmt(1.0 / seconds, 2)]
+            for label, seconds in (
+                ("whole chain (uncached case)", r["uncached_s"]),
+                ("random part (cached case)", r["cached_s"]),
+                (f"average at cache_rate {r['cache_rate']:g}", r["configured_s"]),
+            )
+        ],
+    )
+    lines += [
+        "",
+        f"A batch takes one worker {per_batch:.2f} s on average; {r['workers']} workers keep up with any training step "
+        f"of {per_batch / r['workers']:.2f} s or longer. The GPU step it has to feed is measured by "
+        "`python -m benchmarks.gpu_check` (not run here: no GPU).",
+        "",
+    ]
+    return lines
 
 
 SECTIONS: dict[str, Callable[[dict[str, Any], int], list[str]]] = {

@@ -15,7 +15,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from monai.bundle import ConfigParser
@@ -26,10 +26,11 @@ from benchmarks.common import median
 from benchmarks.training import build
 from mckd.availability import ModalityDropout
 
-__all__ = ["write_cases", "bundle_parser", "pipeline_table"]
+__all__ = ["write_cases", "bundle_parser", "pipeline_table", "gpu_loader_rates"]
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle" / "brats_mri_mckd_segmentation"
 CONFIGS = ("train.json", "cpu_small.json")
+GPU_CONFIGS = ("train.json",)  # the published configuration: 80 x 160 x 160 crops, batch 2, loader workers
 
 
 def write_cases(root: Path, cases: int, shape: list[int]) -> list[dict[str, Any]]:
@@ -47,10 +48,10 @@ def write_cases(root: Path, cases: int, shape: list[int]) -> list[dict[str, Any]
     return items
 
 
-def bundle_parser(root: Path, items: list[dict[str, Any]]) -> ConfigParser:
-    """The bundle's training config (CPU configuration) with ``items`` as its training list."""
+def bundle_parser(root: Path, items: list[dict[str, Any]], configs: Sequence[str] = CONFIGS) -> ConfigParser:
+    """The bundle's training config (by default the CPU configuration) with ``items`` as its training list."""
     parser = ConfigParser()
-    parser.read_config([str(BUNDLE / "configs" / name) for name in CONFIGS])
+    parser.read_config([str(BUNDLE / "configs" / name) for name in configs])
     parser["bundle_root"] = str(BUNDLE)
     parser["dataset_dir"] = str(root)
     parser["train#dataset#data"] = items
@@ -86,7 +87,7 @@ def _variants(parser: ConfigParser, cache_dir: Path) -> dict[str, Callable[[], t
 def pipeline_table(cases: int, shape: list[int], epochs: int) -> list[dict[str, Any]]:
     """Per dataset/loader variant: build seconds, cases/s after the first epoch, and the data-wait fraction.
 
-    Cases/s is the median over epochs 2..``epochs`` of iterating the dataset items. The wait fraction comes from a
+    Cases/s is the inverse of the median seconds per item over epochs 2..``epochs``. The wait fraction comes from a
     training loop (the CPU configuration's network, crop and batch, random subsets) over the variant's loader: time
     blocked in ``next(iterator)`` divided by the total time, in epochs after the first.
     """
@@ -105,13 +106,7 @@ def pipeline_table(cases: int, shape: list[int], epochs: int) -> list[dict[str, 
             start = time.perf_counter()
             dataset, loader = factory()
             built = time.perf_counter() - start
-            rates = []
-            for epoch in range(epochs):
-                start = time.perf_counter()
-                for i in range(len(dataset)):
-                    dataset[i]
-                if epoch > 0:
-                    rates.append(len(dataset) / (time.perf_counter() - start))
+            cases_per_s = 1.0 / _seconds_per_case(dataset, epochs)
             wait, total, iterations = _wait_fraction(loader, net_spec, epochs)
             dataset_name, loader_name = name.split(" | ") if " | " in name else (name, "")
             rows.append(
@@ -119,12 +114,50 @@ def pipeline_table(cases: int, shape: list[int], epochs: int) -> list[dict[str, 
                     "dataset": dataset_name,
                     "loader": loader_name,
                     "build_s": built,
-                    "cases_per_s": median(rates),
+                    "cases_per_s": cases_per_s,
                     "wait_fraction": wait / total,
                     "iteration_s": total / iterations,
                 }
             )
     return rows
+
+
+def gpu_loader_rates(cases: int, shape: list[int], epochs: int) -> dict[str, Any]:
+    """Cases/s of one loader worker for the published configuration's chain (``train.json`` alone).
+
+    A worker runs the chain in one process, as ``num_workers=0`` does here: ``uncached`` is the whole chain (decode,
+    normalise, indices, crop, augmentation) per case; ``cached`` only the random part, from items a ``CacheDataset``
+    holds (median over epochs 2..``epochs``). With the configured ``cache_rate`` c a worker produces a case in
+    ``c * t_cached + (1 - c) * t_uncached`` seconds on average.
+    """
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        parser = bundle_parser(root, write_cases(root, cases, shape), GPU_CONFIGS)
+        items, chain = parser["train#dataset#data"], parser.get_parsed_content("train#preprocessing")
+        uncached = _seconds_per_case(Dataset(items, chain), epochs=1)
+        cached = _seconds_per_case(CacheDataset(items, chain, cache_rate=1.0, num_workers=1, progress=False), epochs)
+        cache_rate = float(parser.get_parsed_content("cache_rate"))
+        return {
+            "crop": parser.get_parsed_content("crop_size"),
+            "batch": int(parser.get_parsed_content("batch_size")),
+            "workers": int(parser.get_parsed_content("num_workers")),
+            "cache_rate": cache_rate,
+            "uncached_s": uncached,
+            "cached_s": cached,
+            "configured_s": cache_rate * cached + (1.0 - cache_rate) * uncached,
+        }
+
+
+def _seconds_per_case(dataset: Any, epochs: int) -> float:
+    """Median seconds per item over the epochs after the first (the only epoch when ``epochs`` is 1)."""
+    per_case = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for i in range(len(dataset)):
+            dataset[i]
+        per_case.append((time.perf_counter() - start) / len(dataset))
+    return median(per_case[1:] or per_case)
 
 
 def _wait_fraction(loader: Any, net_spec: dict[str, Any], epochs: int) -> tuple[float, float, int]:
