@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m mckd.demo --out $(DEMO_DIR)
+	$(PY) -m data_prep.demo --out $(DEMO_DIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile tests

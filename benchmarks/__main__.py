@@ -362,7 +362,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allow-busy", action="store_true", help="run even when the machine is busy at the start")
     parser.add_argument("--probe-seconds", type=float, default=10.0, help="load sampled before starting (default 10)")
     parser.add_argument(
-        "--checkpoint-crop", type=int, nargs=3, default=None, metavar=("D", "H", "W"),
+        "--checkpoint-crop",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("D", "H", "W"),
         help="crop of the activation-checkpointing memory figure (default 48 96 96; the paper's is 80 160 160)",
     )
     args = parser.parse_args(argv)

@@ -11,24 +11,29 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from benchmarks._study_summary import FUSION_ROW, MEAN_ROW, SINGLES_ROW, format_mean_sd, mean_sd
+from mckd.brats.conventions import MODALITY_NAMES, REGIONS
+from mckd.tables import markdown_table, mean_sd_cell
 
-__all__ = ["ALL_FOUR", "REGIONS", "markdown_report"]
+from benchmarks._study_summary import FUSION_ROW, MEAN_ROW, SINGLES_ROW, mean_sd
 
-#: Region order of the tables.
-REGIONS = ("ET", "TC", "WT")
+__all__ = ["ALL_FOUR", "markdown_report"]
+
 #: Name of the all-modality BraTS subset.
-ALL_FOUR = "FLAIR+T1+T1ce+T2"
+ALL_FOUR = "+".join(MODALITY_NAMES)
 
 
 def _cell(stat: Mapping[str, Any]) -> str:
-    return format_mean_sd(stat["mean"], stat["sd"])
+    return mean_sd_cell(stat["mean"], stat["sd"], scale=100.0)
 
 
 def _verdict_cell(c: Mapping[str, Any]) -> str:
     if math.isnan(c["ci_low"]):
         return f"{100 * c['diff_mean']:+.2f} {c['verdict']}"
     return f"{100 * c['diff_mean']:+.2f} [{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}] {c['verdict']}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], text_columns: int = 1) -> list[str]:
+    return ["", *markdown_table(header, rows, text_columns=text_columns).splitlines()]
 
 
 def _header(record: Mapping[str, Any]) -> list[str]:
@@ -58,128 +63,172 @@ def _arm_names(summary: Mapping[str, Any], arms: Sequence[str]) -> list[str]:
 
 
 def _brats_headline(brats: Mapping[str, Any], arms: Sequence[str], labels: Mapping[str, str]) -> list[str]:
-    lines = ["", "## BraTS: mean Dice over the 15 subsets and over the 4 single-modality subsets", "",
-             "| arm | " + " | ".join(f"{r} (15 subsets)" for r in REGIONS) + " | "
-             + " | ".join(f"{r} (singles)" for r in REGIONS) + " | n | not scored (seeds) |",
-             "|---|" + "---:|" * 7 + "---|"]
+    header = ["arm", *(f"{r} (15 subsets)" for r in REGIONS), *(f"{r} (singles)" for r in REGIONS)]
+    rows = []
     for arm in _arm_names(brats, arms):
         skipped = ", ".join(map(str, brats["not_scored"].get(arm, []))) or "none"
-        if arm not in brats["table"]:
-            lines.append(f"| {labels[arm]} | " + " | ".join(["–"] * 6) + f" | 0 | {skipped} |")
-            continue
-        table = brats["table"][arm]
-        cells = [_cell(table[row][r]) for row in (MEAN_ROW, SINGLES_ROW) for r in REGIONS]
-        lines.append(f"| {labels[arm]} | " + " | ".join(cells) + f" | {table[MEAN_ROW]['ET']['n']} | {skipped} |")
-    return lines
+        table = brats["table"].get(arm)
+        cells = [_cell(table[row][r]) for row in (MEAN_ROW, SINGLES_ROW) for r in REGIONS] if table else ["–"] * 6
+        rows.append([labels[arm], *cells, table[MEAN_ROW]["ET"]["n"] if table else 0, skipped])
+    return ["", "## BraTS: mean Dice over the 15 subsets and over the 4 single-modality subsets"] + _table(
+        [*header, "n", "not scored (seeds)"], rows
+    )
 
 
-def _brats_singles(brats: Mapping[str, Any], arms: Sequence[str], labels: Mapping[str, str],
-                   singles: Sequence[str]) -> list[str]:
-    lines = ["", "## BraTS: single-modality subsets, all four, and all four minus the best single one", "",
-             "| subset | arm | " + " | ".join(REGIONS) + " |", "|---|---|" + "---:|" * 3]
-    for subset in [*singles, ALL_FOUR, FUSION_ROW]:
-        for arm in (a for a in arms if a in brats["table"]):
-            t = brats["table"][arm][subset]
-            lines.append(f"| {subset} | {labels[arm]} | " + " | ".join(_cell(t[r]) for r in REGIONS) + " |")
-    return lines
+def _brats_singles(
+    brats: Mapping[str, Any], arms: Sequence[str], labels: Mapping[str, str], singles: Sequence[str]
+) -> list[str]:
+    rows = [
+        [subset, labels[arm], *(_cell(brats["table"][arm][subset][r]) for r in REGIONS)]
+        for subset in [*singles, ALL_FOUR, FUSION_ROW]
+        for arm in arms
+        if arm in brats["table"]
+    ]
+    return ["", "## BraTS: single-modality subsets, all four, and all four minus the best single one"] + _table(
+        ["subset", "arm", *REGIONS], rows, text_columns=2
+    )
 
 
-def _brats_comparisons(brats: Mapping[str, Any], arms: Sequence[str], labels: Mapping[str, str],
-                       singles: Sequence[str], reference: str) -> list[str]:
-    lines = ["", f"## BraTS: {labels[reference]} minus each other arm, paired by seed", "",
-             "Mean difference in Dice points [95 % Student-t interval over the seeds both arms scored] and verdict.",
-             "", "| compared with | row | " + " | ".join(REGIONS) + " |", "|---|---|" + "---|" * 3]
+def _brats_comparisons(
+    brats: Mapping[str, Any], arms: Sequence[str], labels: Mapping[str, str], singles: Sequence[str], reference: str
+) -> list[str]:
+    rows = []
     for other in (a for a in arms if a != reference):
         for row in (MEAN_ROW, SINGLES_ROW, FUSION_ROW, *singles):
             found = {c["region"]: c for c in brats["comparisons"] if c["other"] == other and c["row"] == row}
             if len(found) == len(REGIONS):
-                lines.append(f"| {labels[other]} | {row} | " + " | ".join(_verdict_cell(found[r]) for r in REGIONS)
-                             + " |")
-    return lines
+                rows.append([labels[other], row, *(_verdict_cell(found[r]) for r in REGIONS)])
+    lines = [
+        "",
+        f"## BraTS: {labels[reference]} minus each other arm, paired by seed",
+        "",
+        "Mean difference in Dice points [95 % Student-t interval over the seeds both arms scored] and verdict.",
+    ]
+    return lines + _table(["compared with", "row", *REGIONS], rows, text_columns=5)
 
 
 def _stability(runs: Sequence[Mapping[str, Any]], labels: Mapping[str, str], key: Any) -> list[str]:
-    lines = ["", "## Training stability", "",
-             "A run diverged when the trainer stopped it on a non-finite loss, a network parameter is not finite after "
-             "training, or the evaluation refused its checkpoint or output as non-finite; a diverged run is never "
-             "scored. `loss spike`: the training loss exceeded 10 times its first value at some iteration (the run "
-             "is still scored when it stayed finite).", "",
-             "| bundle | arm | seed | first loss | max loss | loss spike | diverged | scored | run time (s) |",
-             "|---|---|---:|---:|---:|---|---|---|---:|"]
-    reasons = []
-    for run in sorted(runs, key=key):
-        lines.append(f"| {run['bundle']} | {labels[run['arm']]} | {run['seed']} | {run['first_loss']:.3g} | "
-                     f"{run['max_loss']:.3g} | {run['loss_spike']} | {run['diverged']} | {run['scored']} | "
-                     f"{run['seconds']:.0f} |")
-        if not run["scored"]:
-            reasons.append(f"- {run['bundle']} {labels[run['arm']]} seed {run['seed']}: {run['not_scored_reason']}")
-    return lines + ([""] + reasons if reasons else [])
+    lines = [
+        "",
+        "## Training stability",
+        "",
+        "A run diverged when the trainer stopped it on a non-finite loss, a network parameter is not finite after "
+        "training, or the evaluation refused its checkpoint or output as non-finite; a diverged run is never "
+        "scored. `loss spike`: the training loss exceeded 10 times its first value at some iteration (the run "
+        "is still scored when it stayed finite).",
+    ]
+    runs = sorted(runs, key=key)
+    rows = [
+        [
+            run["bundle"],
+            labels[run["arm"]],
+            run["seed"],
+            f"{run['first_loss']:.3g}",
+            f"{run['max_loss']:.3g}",
+            run["loss_spike"],
+            run["diverged"],
+            run["scored"],
+            f"{run['seconds']:.0f}",
+        ]
+        for run in runs
+    ]
+    header = ["bundle", "arm", "seed", "first loss", "max loss", "loss spike", "diverged", "scored", "run time (s)"]
+    reasons = [
+        f"- {run['bundle']} {labels[run['arm']]} seed {run['seed']}: {run['not_scored_reason']}"
+        for run in runs
+        if not run["scored"]
+    ]
+    return lines + _table(header, rows, text_columns=2) + ([""] + reasons if reasons else [])
 
 
-def _per_subset(brats: Mapping[str, Any], arms: Sequence[str], labels: Mapping[str, str],
-                rows: Sequence[str]) -> list[str]:
+def _per_subset(
+    brats: Mapping[str, Any], arms: Sequence[str], labels: Mapping[str, str], rows: Sequence[str]
+) -> list[str]:
     arms = [a for a in arms if a in brats["table"]]
-    lines = ["", "## BraTS: Dice per subset (mean over the scored seeds)", "",
-             "| subset | " + " | ".join(f"{labels[a].split(' ')[0]} {r}" for a in arms for r in REGIONS) + " |",
-             "|---|" + "---:|" * (3 * len(arms))]
-    for row in [*rows, MEAN_ROW]:
-        lines.append(f"| {row} | " + " | ".join(f"{100 * brats['table'][a][row][r]['mean']:.2f}" for a in arms
-                                                 for r in REGIONS) + " |")
-    return lines
+    header = ["subset", *(f"{labels[a].split(' ')[0]} {r}" for a in arms for r in REGIONS)]
+    cells = [
+        [row, *(f"{100 * brats['table'][a][row][r]['mean']:.2f}" for a in arms for r in REGIONS)]
+        for row in [*rows, MEAN_ROW]
+    ]
+    return ["", "## BraTS: Dice per subset (mean over the scored seeds)"] + _table(header, cells)
 
 
-def _importance(runs: Sequence[Mapping[str, Any]], ranking: Mapping[str, Any], labels: Mapping[str, str],
-                key: Any) -> list[str]:
-    lines = ["", "## Learned importance p", "", "Last p of each non-diverged run, in % (mean ± sd over seeds):", "",
-             "| bundle | arm | p per modality (%) |", "|---|---|---|"]
+def _importance(
+    runs: Sequence[Mapping[str, Any]], ranking: Mapping[str, Any], labels: Mapping[str, str], key: Any
+) -> list[str]:
     groups: dict[tuple[str, str], list[Mapping[str, float]]] = {}
     for run in sorted(runs, key=key):
         if not run["diverged"]:
             groups.setdefault((run["bundle"], run["arm"]), []).append(run["final_importance"])
-    for (bundle, arm), values in groups.items():
-        cells = ", ".join(f"{m} {format_mean_sd(*mean_sd([v[m] for v in values]))}" for m in values[0])
-        lines.append(f"| {bundle} | {labels[arm]} | {cells} |")
+    rows = [
+        [
+            bundle,
+            labels[arm],
+            ", ".join(f"{m} {mean_sd_cell(*mean_sd([v[m] for v in values]), 100.0)}" for m in values[0]),
+        ]
+        for (bundle, arm), values in groups.items()
+    ]
+    lines = ["", "## Learned importance p", "", "Last p of each non-diverged run, in % (mean ± sd over seeds):"]
+    lines += _table(["bundle", "arm", "p per modality (%)"], rows, text_columns=3)
     for bundle, found in ranking.items():
         reference = ", ".join(f"{m} {100 * v:.1f}" for m, v in found["informativeness"].items())
-        lines += ["", f"{bundle}: ranking by p against the reference ranking of the modalities ({found['source']}: "
-                  f"{reference}). ρ = Spearman rank correlation of the last p with the reference (mean over runs); "
-                  "`top` / `last`: fraction of runs whose largest / smallest p is the most / least informative "
-                  "modality; max |p − 1/M| before training and after the last meta round.", "",
-                  "| arm | n | ρ | top | last | max abs(p − 1/M) start | end |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for arm, r in found["arms"].items():
-            rho = "n/a" if math.isnan(r["spearman"]) else f"{r['spearman']:+.2f}"
-            lines.append(f"| {labels[arm]} | {r['n']} | {rho} | {r['top_agrees']:.2f} | {r['last_agrees']:.2f} | "
-                         f"{r['distance_start']:.3f} | {r['distance_end']:.3f} |")
+        lines += [
+            "",
+            f"{bundle}: ranking by p against the reference ranking of the modalities ({found['source']}: "
+            f"{reference}). ρ = Spearman rank correlation of the last p with the reference (mean over runs); "
+            "`top` / `last`: fraction of runs whose largest / smallest p is the most / least informative "
+            "modality; max |p − 1/M| before training and after the last meta round.",
+        ]
+        rows = [
+            [
+                labels[arm],
+                r["n"],
+                "n/a" if math.isnan(r["spearman"]) else f"{r['spearman']:+.2f}",
+                f"{r['top_agrees']:.2f}",
+                f"{r['last_agrees']:.2f}",
+                f"{r['distance_start']:.3f}",
+                f"{r['distance_end']:.3f}",
+            ]
+            for arm, r in found["arms"].items()
+        ]
+        lines += _table(["arm", "n", "ρ", "top", "last", "max abs(p − 1/M) start", "end"], rows)
     return lines + ["", "Trajectories: `importance_trajectory.png`, values in `importance_trajectory.csv`."]
 
 
-def _avmnist(record: Mapping[str, Any], avmnist: Mapping[str, Any], arms: Sequence[str], labels: Mapping[str, str],
-             reference: str) -> list[str]:
+def _avmnist(
+    record: Mapping[str, Any],
+    avmnist: Mapping[str, Any],
+    arms: Sequence[str],
+    labels: Mapping[str, str],
+    reference: str,
+) -> list[str]:
     budget = record["budget"]
     runs = [r for r in record["runs"] if r["bundle"] == "avmnist" and r["scored"]]
     inputs = list(next(iter(avmnist["table"].values()))) if avmnist["table"] else []
     lines = [
-        "", "## AV-MNIST (offline build): test accuracy (%), mean ± sd over the scored seeds", "",
+        "",
+        "## AV-MNIST (offline build): test accuracy (%), mean ± sd over the scored seeds",
+        "",
         f"Offline build, {budget['avmnist_train_per_class']} training / {budget['avmnist_test_per_class']} test pairs "
         f"per digit ({runs[0]['num_test_samples'] if runs else 0} test pairs), audio kept for "
         f"{budget['audio_rate']:g} % of each class's training samples, meta-validation fraction "
         f"{budget['avmnist_meta_val_fraction']:g}, data seed {record['data_seed']}; overrides of `train.json`: "
-        f"`{json.dumps(budget['avmnist_overrides'])}`.", "",
-        "| arm | " + " | ".join(inputs) + " | n | not scored (seeds) |", "|---|" + "---:|" * (len(inputs) + 1) + "---|",
+        f"`{json.dumps(budget['avmnist_overrides'])}`.",
     ]
+    rows = []
     for arm in _arm_names(avmnist, arms):
         skipped = ", ".join(map(str, avmnist["not_scored"].get(arm, []))) or "none"
         t = avmnist["table"].get(arm)
         cells = [_cell(t[i]) for i in inputs] if t else ["–"] * len(inputs)
-        n = t[inputs[0]]["n"] if t else 0
-        lines.append(f"| {labels[arm]} | " + " | ".join(cells) + f" | {n} | {skipped} |")
-    lines += ["", f"{labels[reference]} minus each other arm, paired by seed (accuracy points [95 % t-interval]):", "",
-              "| compared with | " + " | ".join(inputs) + " |", "|---|" + "---|" * len(inputs)]
+        rows.append([labels[arm], *cells, t[inputs[0]]["n"] if t else 0, skipped])
+    lines += _table(["arm", *inputs, "n", "not scored (seeds)"], rows)
+    comparisons = []
     for other in (a for a in arms if a in avmnist["table"] and a != reference):
         found = {c["inputs"]: c for c in avmnist["comparisons"] if c["other"] == other}
         if len(found) == len(inputs):
-            lines.append(f"| {labels[other]} | " + " | ".join(_verdict_cell(found[i]) for i in inputs) + " |")
-    return lines
+            comparisons.append([labels[other], *(_verdict_cell(found[i]) for i in inputs)])
+    lines += ["", f"{labels[reference]} minus each other arm, paired by seed (accuracy points [95 % t-interval]):"]
+    return lines + _table(["compared with", *inputs], comparisons, text_columns=1 + len(inputs))
 
 
 def markdown_report(
@@ -202,8 +251,9 @@ def markdown_report(
     lines = _header(record)
     lines += _brats_headline(brats, brats_arms, labels)
     lines += _brats_singles(brats, brats_arms, labels, layout["singles"])
-    lines += _brats_comparisons(brats, [a for a in brats_arms if a in brats["table"]], labels, layout["singles"],
-                                reference)
+    lines += _brats_comparisons(
+        brats, [a for a in brats_arms if a in brats["table"]], labels, layout["singles"], reference
+    )
     lines += _stability(record["runs"], labels, key)
     lines += _per_subset(brats, brats_arms, labels, layout["subsets"])
     lines += _importance(record["runs"], ranking, labels, key)

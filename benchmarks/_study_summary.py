@@ -17,7 +17,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -37,7 +37,6 @@ __all__ = [
     "brats_seed_values",
     "summarise_brats",
     "summarise_avmnist",
-    "format_mean_sd",
     "plot_trajectories",
 ]
 
@@ -77,13 +76,9 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return float(np.mean(array)), sd
 
 
-def format_mean_sd(mean: float, sd: float, scale: float = 100.0) -> str:
-    """``"mean ± sd"`` with two decimals after scaling (percent by default); a NaN deviation prints as ``n/a``."""
-    spread = "n/a" if math.isnan(sd) else f"{sd * scale:.2f}"
-    return f"{mean * scale:.2f} ± {spread}"
-
-
-def paired_comparison(reference: Mapping[int, float], other: Mapping[int, float], level: float = 0.95) -> dict[str, Any]:
+def paired_comparison(
+    reference: Mapping[int, float], other: Mapping[int, float], level: float = 0.95
+) -> dict[str, Any]:
     """Difference ``reference - other`` paired by seed, with a Student-t confidence interval of its mean.
 
     Both arms of a seed share the network initialisation, the data order and the availability draws, so the per-seed
@@ -105,15 +100,23 @@ def paired_comparison(reference: Mapping[int, float], other: Mapping[int, float]
     diffs = [float(reference[s]) - float(other[s]) for s in seeds]
     mean, sd = mean_sd(diffs)
     if len(diffs) < 2:
-        return {"seeds": seeds, "diff_mean": mean, "diff_sd": sd, "ci_low": math.nan, "ci_high": math.nan,
-                "verdict": "n/a (one seed)"}
+        return {
+            "seeds": seeds,
+            "diff_mean": mean,
+            "diff_sd": sd,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+            "verdict": "n/a (one seed)",
+        }
     half = float(stats.t.ppf(0.5 + level / 2, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
     low, high = mean - half, mean + half
     verdict = "higher" if low > 0 else "lower" if high < 0 else "within seed noise"
     return {"seeds": seeds, "diff_mean": mean, "diff_sd": sd, "ci_low": low, "ci_high": high, "verdict": verdict}
 
 
-def brats_seed_values(runs: Sequence[Mapping[str, Any]], singles: Sequence[str]) -> dict[str, dict[str, dict[str, dict[int, float]]]]:
+def brats_seed_values(
+    runs: Sequence[Mapping[str, Any]], singles: Sequence[str]
+) -> dict[str, dict[str, dict[str, dict[int, float]]]]:
     """Per arm, row and region, the value of each seed.
 
     Rows are every subset of the runs, :data:`MEAN_ROW` (mean over all subsets of the run), :data:`SINGLES_ROW`
@@ -143,7 +146,7 @@ def brats_seed_values(runs: Sequence[Mapping[str, Any]], singles: Sequence[str])
 
 
 def summarise_brats(
-    runs: Sequence[Mapping[str, Any]], singles: Sequence[str], reference_arm: Optional[str] = None
+    runs: Sequence[Mapping[str, Any]], singles: Sequence[str], reference_arm: str | None = None
 ) -> dict[str, Any]:
     """Mean ± sd over seeds of every row (subsets, mean over subsets, mean of singles, all minus best single) per arm
     and region, and the paired comparison of ``reference_arm`` with every other arm on :data:`MEAN_ROW`,
@@ -158,8 +161,10 @@ def summarise_brats(
     values = brats_seed_values(runs, singles)
     table = {
         arm: {
-            row: {region: dict(zip(("mean", "sd"), mean_sd(list(per_seed.values()))), n=len(per_seed))
-                  for region, per_seed in per_region.items()}
+            row: {
+                region: dict(zip(("mean", "sd"), mean_sd(list(per_seed.values()))), n=len(per_seed))
+                for region, per_seed in per_region.items()
+            }
             for row, per_region in rows.items()
         }
         for arm, rows in values.items()
@@ -172,8 +177,9 @@ def summarise_brats(
             for row in (MEAN_ROW, SINGLES_ROW, FUSION_ROW, *singles):
                 for region, per_seed in values[reference_arm][row].items():
                     result = paired_comparison(per_seed, values[other][row][region])
-                    comparisons.append({"reference": reference_arm, "other": other, "row": row, "region": region,
-                                        **result})
+                    comparisons.append(
+                        {"reference": reference_arm, "other": other, "row": row, "region": region, **result}
+                    )
     return {"table": table, "comparisons": comparisons, "not_scored": not_scored(runs)}
 
 
@@ -182,7 +188,7 @@ def _seeds(rows: Mapping[str, Mapping[str, Mapping[int, float]]]) -> list[int]:
     return sorted({seed for per_region in rows.values() for per_seed in per_region.values() for seed in per_seed})
 
 
-def summarise_avmnist(runs: Sequence[Mapping[str, Any]], reference_arm: Optional[str] = None) -> dict[str, Any]:
+def summarise_avmnist(runs: Sequence[Mapping[str, Any]], reference_arm: str | None = None) -> dict[str, Any]:
     """Mean ± sd over seeds of the accuracy per arm and input set, and paired comparisons with ``reference_arm``.
 
     Runs that are not scored are left out, as in :func:`summarise_brats`.
@@ -196,8 +202,10 @@ def summarise_avmnist(runs: Sequence[Mapping[str, Any]], reference_arm: Optional
         for inputs, accuracy in run["accuracy"].items():
             values.setdefault(run["arm"], {}).setdefault(inputs, {})[int(run["seed"])] = float(accuracy)
     table = {
-        arm: {inputs: dict(zip(("mean", "sd"), mean_sd(list(per_seed.values()))), n=len(per_seed))
-              for inputs, per_seed in rows.items()}
+        arm: {
+            inputs: dict(zip(("mean", "sd"), mean_sd(list(per_seed.values()))), n=len(per_seed))
+            for inputs, per_seed in rows.items()
+        }
         for arm, rows in values.items()
     }
     comparisons = []
@@ -281,8 +289,9 @@ def plot_trajectories(panels: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
                 ax.plot(points[:, 0], points[:, m + 1], color=colour, linewidth=0.7, alpha=0.45)
         common = sorted(set.intersection(*(set(p[0] for p in t["points"]) for t in trajectories)))
         for m, (name, colour) in enumerate(zip(modalities, colours)):
-            mean = [statistics.fmean(dict((p[0], p[m + 1]) for p in t["points"])[it] for t in trajectories)
-                    for it in common]
+            mean = [
+                statistics.fmean(dict((p[0], p[m + 1]) for p in t["points"])[it] for t in trajectories) for it in common
+            ]
             ax.plot(common, mean, color=colour, linewidth=2.0, label=name)
         ax.axhline(1.0 / len(modalities), color="grey", linestyle=":", linewidth=1.0)
         ax.set_title(f"{title} ({len(trajectories)} seed(s))")

@@ -28,8 +28,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import math
@@ -44,7 +42,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import torch
 from ignite.engine import Events
@@ -59,9 +57,10 @@ from benchmarks._study_summary import (
     summarise_brats,
 )
 from mckd.availability import all_subsets, subset_name
-from mckd.brats.conventions import MODALITIES, MODALITY_DISPLAY_NAMES
+from mckd.brats.conventions import MODALITY_NAMES, NUM_MODALITIES
 from mckd.brats.report import literature_subset_order
 from mckd.fileio import write_json_atomic, write_text_atomic
+from mckd.tables import csv_text
 
 __all__ = ["Budget", "BUDGETS", "BRATS_ARMS", "AVMNIST_ARMS", "ARM_LABELS", "run_study", "main"]
 
@@ -70,7 +69,7 @@ logger = logging.getLogger("accuracy_study")
 REPO = Path(__file__).resolve().parents[1]
 BRATS_CONFIGS = REPO / "bundle" / "brats_mri_mckd_segmentation" / "configs"
 AVMNIST_CONFIGS = REPO / "bundle" / "avmnist_mckd_classification" / "configs"
-BRATS_MODALITY_NAMES = [MODALITY_DISPLAY_NAMES[m] for m in MODALITIES]
+BRATS_MODALITY_NAMES = list(MODALITY_NAMES)
 
 #: Seed of the synthetic BraTS cases, of their split and of the AV-MNIST build (fixed for every arm and seed). Not 0:
 #: the demo's cases are those of seed 0 (at another size), and the CPU configuration was chosen on neither.
@@ -84,7 +83,9 @@ BRATS_ARMS: dict[str, dict[str, Any]] = {
     "mckd_paper_exact": {"paper_exact": True},
     "mckd_zeros": {"modality_weights#init": "zeros"},
 }
-AVMNIST_ARMS: dict[str, dict[str, Any]] = {arm: BRATS_ARMS[arm] for arm in ("mckd", "no_kd", "uniform_kd", "mckd_zeros")}
+AVMNIST_ARMS: dict[str, dict[str, Any]] = {
+    arm: BRATS_ARMS[arm] for arm in ("mckd", "no_kd", "uniform_kd", "mckd_zeros")
+}
 ARM_LABELS: dict[str, str] = {
     "mckd": "(a) MCKD",
     "no_kd": "(b) no KD (λ = 0)",
@@ -137,8 +138,15 @@ BUDGETS: dict[str, Budget] = {
         brats_shape=(32, 32, 32),
         brats_split="kfold:4:0",
         brats_overrides={
-            "crop_size": [32, 32, 32], "batch_size": 1, "num_workers": 0, "num_iterations": 4, "epoch_length": 4,
-            "warmup_iterations": 2, "meta_interval": 2, "meta_steps": 1, "sw_overlap": 0.25,
+            "crop_size": [32, 32, 32],
+            "batch_size": 1,
+            "num_workers": 0,
+            "num_iterations": 4,
+            "epoch_length": 4,
+            "warmup_iterations": 2,
+            "meta_interval": 2,
+            "meta_steps": 1,
+            "sw_overlap": 0.25,
         },
         avmnist_train_per_class=10,
         avmnist_test_per_class=3,
@@ -196,10 +204,12 @@ class ImportanceRecorder:
 
     def __call__(self, engine: Any) -> None:
         metrics = engine.state.metrics
-        self.points.append([float(engine.state.iteration)] + [float(metrics[f"importance/{n}"]) for n in self.modality_names])
+        self.points.append(
+            [float(engine.state.iteration)] + [float(metrics[f"importance/{n}"]) for n in self.modality_names]
+        )
 
 
-def _workflow(configs: Sequence[Path], workflow_type: Optional[str], overrides: dict[str, Any]) -> Any:
+def _workflow(configs: Sequence[Path], workflow_type: str | None, overrides: dict[str, Any]) -> Any:
     from monai.bundle import ConfigWorkflow
 
     workflow = ConfigWorkflow(
@@ -258,23 +268,34 @@ def _train(configs: Sequence[Path], overrides: dict[str, Any]) -> dict[str, Any]
     finite = all(bool(torch.isfinite(p).all()) for p in trainer.network.parameters())
     workflow.finalize()
     reason = stopped or ("" if finite else "network parameters are not finite after training")
-    return {"modalities": modalities, "trajectory": recorder.points, "loss_curve": losses.curve,
-            "first_loss": losses.first,
-            "max_loss": losses.maximum, "loss_spike": losses.maximum > 10.0 * losses.first,
-            "parameters_finite": finite, "diverged": bool(reason), "not_scored_reason": reason}
+    return {
+        "modalities": modalities,
+        "trajectory": recorder.points,
+        "loss_curve": losses.curve,
+        "first_loss": losses.first,
+        "max_loss": losses.maximum,
+        "loss_spike": losses.maximum > 10.0 * losses.first,
+        "parameters_finite": finite,
+        "diverged": bool(reason),
+        "not_scored_reason": reason,
+    }
 
 
 def _evaluate_brats(task: RunTask, configs: Sequence[Path], common: dict[str, Any]) -> dict[str, Any]:
     """All-subset Dice of the run's final model on the held-out ``test`` list (``evaluate.json``)."""
     checkpoint = str(Path(task.run_dir) / "models" / "model_final.pt")
-    evaluate = _workflow([*configs, BRATS_CONFIGS / "evaluate.json"], None,
-                         {**common, "eval_list_key": "test", "ckpt_path": checkpoint})
+    evaluate = _workflow(
+        [*configs, BRATS_CONFIGS / "evaluate.json"], None, {**common, "eval_list_key": "test", "ckpt_path": checkpoint}
+    )
     paths = evaluate.run()[0]
     evaluate.finalize()
     summary = json.loads(Path(paths["json"]).read_text())
     dice = {s: {r: v["dice"] for r, v in regions.items()} for s, regions in summary["per_subset"].items()}
-    return {"dice": dice, "num_test_cases": summary["num_cases"],
-            "scoring_convention": summary["conventions"]["scoring_convention"]}
+    return {
+        "dice": dice,
+        "num_test_cases": summary["num_cases"],
+        "scoring_convention": summary["conventions"]["scoring_convention"],
+    }
 
 
 def _evaluate_avmnist(task: RunTask, configs: Sequence[Path], common: dict[str, Any]) -> dict[str, Any]:
@@ -282,7 +303,10 @@ def _evaluate_avmnist(task: RunTask, configs: Sequence[Path], common: dict[str, 
     evaluate = _workflow([*configs, AVMNIST_CONFIGS / "evaluate.json"], None, common)
     rows = evaluate.run()[0]
     evaluate.finalize()
-    return {"accuracy": {r["inputs"]: r["accuracy"] for r in rows}, "num_test_samples": max(r["num_samples"] for r in rows)}
+    return {
+        "accuracy": {r["inputs"]: r["accuracy"] for r in rows},
+        "num_test_samples": max(r["num_samples"] for r in rows),
+    }
 
 
 def _refused_as_diverged(err: Exception) -> bool:
@@ -326,8 +350,14 @@ def run_one(task: RunTask) -> dict[str, Any]:
                 raise
             training.update(diverged=True, not_scored_reason=str(err))
     seconds = time.perf_counter() - start
-    logger.info("%s %s seed %d done in %.0f s%s", task.bundle, task.arm, task.seed, seconds,
-                "" if record["scored"] else f" (diverged, not scored: {training['not_scored_reason']})")
+    logger.info(
+        "%s %s seed %d done in %.0f s%s",
+        task.bundle,
+        task.arm,
+        task.seed,
+        seconds,
+        "" if record["scored"] else f" (diverged, not scored: {training['not_scored_reason']})",
+    )
     return {"bundle": task.bundle, "arm": task.arm, "seed": task.seed, "seconds": seconds, **training, **record}
 
 
@@ -357,19 +387,35 @@ def prepare_avmnist(work: Path, budget: Budget) -> str:
     from data_prep.avmnist import OfflineOptions, ProtocolOptions, build_offline
 
     out = work / f"avmnist_audio{budget.audio_rate:g}"
-    protocol = ProtocolOptions(audio_rate=budget.audio_rate, meta_val_fraction=budget.avmnist_meta_val_fraction,
-                               seed=DATA_SEED)
-    options = OfflineOptions(train_per_class=budget.avmnist_train_per_class,
-                             test_per_class=budget.avmnist_test_per_class)
+    protocol = ProtocolOptions(
+        audio_rate=budget.audio_rate, meta_val_fraction=budget.avmnist_meta_val_fraction, seed=DATA_SEED
+    )
+    options = OfflineOptions(
+        train_per_class=budget.avmnist_train_per_class, test_per_class=budget.avmnist_test_per_class
+    )
     build_offline(out, protocol, options)
     return str(out)
 
 
-def _tasks(bundle: str, arms: dict[str, dict[str, Any]], seeds: Sequence[int], work: Path, dataset: str,
-           overrides: dict[str, Any], threads: int) -> list[RunTask]:
+def _tasks(
+    bundle: str,
+    arms: dict[str, dict[str, Any]],
+    seeds: Sequence[int],
+    work: Path,
+    dataset: str,
+    overrides: dict[str, Any],
+    threads: int,
+) -> list[RunTask]:
     return [
-        RunTask(bundle, arm, seed, str(work / "runs" / f"{bundle}_{arm}_seed{seed}"), dataset,
-                {**overrides, **arm_overrides}, threads)
+        RunTask(
+            bundle,
+            arm,
+            seed,
+            str(work / "runs" / f"{bundle}_{arm}_seed{seed}"),
+            dataset,
+            {**overrides, **arm_overrides},
+            threads,
+        )
         for arm, arm_overrides in arms.items()
         for seed in seeds
     ]
@@ -396,8 +442,10 @@ def run_study(budget: Budget, out: Path, work: Path, seeds: Sequence[int], jobs:
         futures = [pool.submit(run_one, task) for task in brats_tasks]
         avmnist_dir = avmnist_data.result()
         logger.info("AV-MNIST offline build ready: %s", avmnist_dir)
-        futures += [pool.submit(run_one, task) for task in
-                    _tasks("avmnist", AVMNIST_ARMS, seeds, work, avmnist_dir, budget.avmnist_overrides, threads)]
+        futures += [
+            pool.submit(run_one, task)
+            for task in _tasks("avmnist", AVMNIST_ARMS, seeds, work, avmnist_dir, budget.avmnist_overrides, threads)
+        ]
         runs = [f.result() for f in futures]
     wall = time.perf_counter() - start
     record = {
@@ -410,8 +458,12 @@ def run_study(budget: Budget, out: Path, work: Path, seeds: Sequence[int], jobs:
         "load_average": {"start": load_start, "end": _load_average()},
         "commit": _commit(),
         "scoring_convention": next((r["scoring_convention"] for r in runs if r.get("scoring_convention")), None),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
-                    "torch": torch.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+        },
         "arms": {arm: {"label": ARM_LABELS[arm], "overrides": BRATS_ARMS[arm]} for arm in BRATS_ARMS},
         "runs": runs,
     }
@@ -435,6 +487,7 @@ STUDY_FILES = ("benchmarks/accuracy_study.py", "benchmarks/_study_summary.py", "
 def _commit() -> dict[str, Any]:
     """The repository commit the study ran on and whether what it runs (bundles, package, data preparation, this
     study) had uncommitted changes."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
@@ -454,15 +507,9 @@ def single_subsets() -> list[str]:
 def subset_rows() -> list[str]:
     """All 15 BraTS subset names in the literature order."""
     order = [subset_name(s, BRATS_MODALITY_NAMES) for s in literature_subset_order()]
-    return order + [n for n in (subset_name(s, BRATS_MODALITY_NAMES) for s in all_subsets(4)) if n not in order]
-
-
-def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return order + [
+        n for n in (subset_name(s, BRATS_MODALITY_NAMES) for s in all_subsets(NUM_MODALITIES)) if n not in order
+    ]
 
 
 def _run_key(run: dict[str, Any]) -> tuple:
@@ -482,18 +529,26 @@ def _informativeness(bundle: str, table: dict[str, Any]) -> dict[str, float]:
 def _ranking(runs: Sequence[dict[str, Any]], summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per bundle, the meta-learned arms' ranking of the modalities against the reference arm's single-modality
     results (BraTS: Dice of each single-modality subset, mean over ET/TC/WT; AV-MNIST: accuracy of each input alone)."""
-    sources = {"brats": "Dice of the modality alone in arm (b), mean over ET, TC and WT",
-               "avmnist": "accuracy of the modality alone in arm (b)"}
+    sources = {
+        "brats": "Dice of the modality alone in arm (b), mean over ET, TC and WT",
+        "avmnist": "accuracy of the modality alone in arm (b)",
+    }
     result = {}
     for bundle, source in sources.items():
         table = summaries[bundle]["table"].get(RANKING_REFERENCE_ARM)
         if table is None:
             continue
         informativeness = _informativeness(bundle, table)
-        trajectories = [{"arm": r["arm"], "modalities": r["modalities"], "points": r["trajectory"]} for r in runs
-                        if r["bundle"] == bundle and r["arm"] in META_ARMS and not r["diverged"]]
-        result[bundle] = {"source": source, "informativeness": informativeness,
-                          "arms": importance_ranking(trajectories, informativeness)}
+        trajectories = [
+            {"arm": r["arm"], "modalities": r["modalities"], "points": r["trajectory"]}
+            for r in runs
+            if r["bundle"] == bundle and r["arm"] in META_ARMS and not r["diverged"]
+        ]
+        result[bundle] = {
+            "source": source,
+            "informativeness": informativeness,
+            "arms": importance_ranking(trajectories, informativeness),
+        }
     return result
 
 
@@ -502,8 +557,11 @@ def _trajectory_panels(runs: Sequence[dict[str, Any]]) -> list[tuple[str, list[d
     panels = []
     for bundle, arms in (("brats", META_ARMS), ("avmnist", [a for a in META_ARMS if a in AVMNIST_ARMS])):
         for arm in arms:
-            trajectories = [{"modalities": r["modalities"], "points": r["trajectory"]} for r in runs
-                            if r["bundle"] == bundle and r["arm"] == arm and not r["diverged"]]
+            trajectories = [
+                {"modalities": r["modalities"], "points": r["trajectory"]}
+                for r in runs
+                if r["bundle"] == bundle and r["arm"] == arm and not r["diverged"]
+            ]
             panels.append((f"{'BraTS' if bundle == 'brats' else 'AV-MNIST'} {ARM_LABELS[arm]}", trajectories))
     return panels
 
@@ -513,25 +571,60 @@ def _write_tables(runs: Sequence[dict[str, Any]], summaries: dict[str, dict[str,
     scored = [r for r in runs if is_scored(r)]
     brats_runs = [r for r in scored if r["bundle"] == "brats"]
     av_runs = [r for r in scored if r["bundle"] == "avmnist"]
-    write_text_atomic(paths["brats_runs.csv"], _csv(
-        ["arm", "seed", "subset", "region", "dice"],
-        [[r["arm"], r["seed"], s, region, v] for r in brats_runs for s, per in r["dice"].items()
-         for region, v in per.items()]))
-    write_text_atomic(paths["brats_summary.csv"], _csv(
-        ["arm", "row", "region", "dice_mean", "dice_sd", "seeds"],
-        [[arm, row, region, v["mean"], v["sd"], v["n"]] for arm, rows in summaries["brats"]["table"].items()
-         for row, per in rows.items() for region, v in per.items()]))
-    write_text_atomic(paths["avmnist_runs.csv"], _csv(
-        ["arm", "seed", "inputs", "accuracy"],
-        [[r["arm"], r["seed"], i, v] for r in av_runs for i, v in r["accuracy"].items()]))
-    write_text_atomic(paths["avmnist_summary.csv"], _csv(
-        ["arm", "inputs", "accuracy_mean", "accuracy_sd", "seeds"],
-        [[arm, i, v["mean"], v["sd"], v["n"]] for arm, rows in summaries["avmnist"]["table"].items()
-         for i, v in rows.items()]))
-    write_text_atomic(paths["importance_trajectory.csv"], _csv(
-        ["bundle", "arm", "seed", "diverged", "iteration", "modality", "p"],
-        [[r["bundle"], r["arm"], r["seed"], r["diverged"], int(p[0]), m, p[k + 1]] for r in runs
-         for p in r["trajectory"] for k, m in enumerate(r["modalities"])]))
+    write_text_atomic(
+        paths["brats_runs.csv"],
+        csv_text(
+            ["arm", "seed", "subset", "region", "dice"],
+            [
+                [r["arm"], r["seed"], s, region, v]
+                for r in brats_runs
+                for s, per in r["dice"].items()
+                for region, v in per.items()
+            ],
+        ),
+    )
+    write_text_atomic(
+        paths["brats_summary.csv"],
+        csv_text(
+            ["arm", "row", "region", "dice_mean", "dice_sd", "seeds"],
+            [
+                [arm, row, region, v["mean"], v["sd"], v["n"]]
+                for arm, rows in summaries["brats"]["table"].items()
+                for row, per in rows.items()
+                for region, v in per.items()
+            ],
+        ),
+    )
+    write_text_atomic(
+        paths["avmnist_runs.csv"],
+        csv_text(
+            ["arm", "seed", "inputs", "accuracy"],
+            [[r["arm"], r["seed"], i, v] for r in av_runs for i, v in r["accuracy"].items()],
+        ),
+    )
+    write_text_atomic(
+        paths["avmnist_summary.csv"],
+        csv_text(
+            ["arm", "inputs", "accuracy_mean", "accuracy_sd", "seeds"],
+            [
+                [arm, i, v["mean"], v["sd"], v["n"]]
+                for arm, rows in summaries["avmnist"]["table"].items()
+                for i, v in rows.items()
+            ],
+        ),
+    )
+    write_text_atomic(
+        paths["importance_trajectory.csv"],
+        csv_text(
+            ["bundle", "arm", "seed", "diverged", "iteration", "modality", "p"],
+            [
+                [r["bundle"], r["arm"], r["seed"], r["diverged"], int(p[0]), m, p[k + 1]]
+                for r in runs
+                for p in r["trajectory"]
+                for k, m in enumerate(r["modalities"])
+            ],
+        ),
+    )
 
 
 def write_outputs(record: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -545,25 +638,53 @@ def write_outputs(record: dict[str, Any], out: Path) -> dict[str, Path]:
         "avmnist": summarise_avmnist([r for r in runs if r["bundle"] == "avmnist"], REFERENCE_ARM),
     }
     ranking = _ranking(runs, summaries)
-    paths = {name: out / name for name in ("accuracy_study.md", "brats_runs.csv", "brats_summary.csv",
-                                           "avmnist_runs.csv", "avmnist_summary.csv", "importance_trajectory.csv",
-                                           "importance_trajectory.png", "study.json")}
+    paths = {
+        name: out / name
+        for name in (
+            "accuracy_study.md",
+            "brats_runs.csv",
+            "brats_summary.csv",
+            "avmnist_runs.csv",
+            "avmnist_summary.csv",
+            "importance_trajectory.csv",
+            "importance_trajectory.png",
+            "study.json",
+        )
+    }
     _write_tables(runs, summaries, paths)
     plot_trajectories(_trajectory_panels(runs), paths["importance_trajectory.png"])
-    write_json_atomic(paths["study.json"], {**record, "brats_summary": summaries["brats"],
-                                            "avmnist_summary": summaries["avmnist"], "importance_ranking": ranking})
-    layout = {"brats_arms": list(BRATS_ARMS), "avmnist_arms": list(AVMNIST_ARMS), "labels": ARM_LABELS,
-              "reference": REFERENCE_ARM, "singles": single_subsets(), "subsets": subset_rows(), "run_key": _run_key}
+    write_json_atomic(
+        paths["study.json"],
+        {
+            **record,
+            "brats_summary": summaries["brats"],
+            "avmnist_summary": summaries["avmnist"],
+            "importance_ranking": ranking,
+        },
+    )
+    layout = {
+        "brats_arms": list(BRATS_ARMS),
+        "avmnist_arms": list(AVMNIST_ARMS),
+        "labels": ARM_LABELS,
+        "reference": REFERENCE_ARM,
+        "singles": single_subsets(),
+        "subsets": subset_rows(),
+        "run_key": _run_key,
+    }
     write_text_atomic(paths["accuracy_study.md"], markdown_report(record, summaries, ranking, layout))
     return paths
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line: run the study and print the Markdown report."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy_study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=tuple(BUDGETS), default="cpu", help="training budget (default cpu)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "accuracy_study",
-                        help="folder for the tables and the plot")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "benchmarks" / "results" / "accuracy_study",
+        help="folder for the tables and the plot",
+    )
     parser.add_argument("--work-dir", type=Path, help="data and run folders (weights); default a temporary folder")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="training seeds (default 0-4)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")

@@ -69,7 +69,7 @@ def _variants(parser: ConfigParser, cache_dir: Path) -> dict[str, Callable[[], t
         return dataset, DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0)
 
     def cached() -> CacheDataset:
-        return CacheDataset(items, chain, cache_rate=1.0, num_workers=1, progress=False)
+        return _fully_cached(parser)
 
     def configured() -> tuple[Any, Any]:
         return parser.get_parsed_content("train#dataset"), parser.get_parsed_content("train#dataloader")
@@ -77,8 +77,10 @@ def _variants(parser: ConfigParser, cache_dir: Path) -> dict[str, Callable[[], t
     return {
         "Dataset (no caching) | DataLoader": lambda: loaders(Dataset(items, chain)),
         "PersistentDataset | DataLoader": lambda: loaders(PersistentDataset(items, chain, cache_dir=cache_dir)),
-        "CacheDataset (cache_rate 1) | DataLoader": lambda: loaders(cached()),
-        "CacheDataset (cache_rate 1) | ThreadDataLoader": lambda: loaders(cached(), thread=True),
+        "CacheDataset (cache_rate 1, as configured otherwise) | DataLoader": lambda: loaders(cached()),
+        "CacheDataset (cache_rate 1, as configured otherwise) | ThreadDataLoader": lambda: loaders(
+            cached(), thread=True
+        ),
         f"bundle: {parser['train#dataset#_target_']} (cache_rate {parser.get_parsed_content('cache_rate')}) | "
         f"{parser['train#dataloader#_target_']} ({parser.get_parsed_content('num_workers')} workers)": configured,
     }
@@ -136,7 +138,7 @@ def gpu_loader_rates(cases: int, shape: list[int], epochs: int) -> dict[str, Any
         parser = bundle_parser(root, write_cases(root, cases, shape), GPU_CONFIGS)
         items, chain = parser["train#dataset#data"], parser.get_parsed_content("train#preprocessing")
         uncached = _seconds_per_case(Dataset(items, chain), epochs=1)
-        cached = _seconds_per_case(CacheDataset(items, chain, cache_rate=1.0, num_workers=1, progress=False), epochs)
+        cached = _seconds_per_case(_fully_cached(parser), epochs)
         cache_rate = float(parser.get_parsed_content("cache_rate"))
         return {
             "crop": parser.get_parsed_content("crop_size"),
@@ -147,6 +149,18 @@ def gpu_loader_rates(cases: int, shape: list[int], epochs: int) -> dict[str, Any
             "cached_s": cached,
             "configured_s": cache_rate * cached + (1.0 - cache_rate) * uncached,
         }
+
+
+def _fully_cached(parser: ConfigParser) -> CacheDataset:
+    """The bundle's training dataset with every case cached (its other arguments, e.g. ``copy_cache``, as configured)."""
+    return CacheDataset(
+        parser["train#dataset#data"],
+        parser.get_parsed_content("train#preprocessing"),
+        cache_rate=1.0,
+        num_workers=1,
+        progress=False,
+        copy_cache=bool(parser.get_parsed_content("train#dataset#copy_cache")),
+    )
 
 
 def _seconds_per_case(dataset: Any, epochs: int) -> float:

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from monai.bundle import ConfigParser
@@ -82,23 +82,26 @@ def probe_run(run_dir: Path, datalist: Path, crops: int = 20, tilt: float = 0.1,
     set_determinism(seed=seed)
     loader, batches = parser.get_parsed_content("train#meta_dataloader"), []
     while len(batches) < crops:
-        batches += [{k: b[k].as_tensor() if hasattr(b[k], "as_tensor") else b[k] for k in ("image", "label")}
-                    for b in loader][: crops - len(batches)]
+        batches += [
+            {k: b[k].as_tensor() if hasattr(b[k], "as_tensor") else b[k] for k in ("image", "label")} for b in loader
+        ][: crops - len(batches)]
     set_determinism(seed=None)
     uniform = torch.full((len(names),), 1.0 / len(names))
     with torch.no_grad():
-        result = {"run": str(run_dir), "modalities": names, "uniform": float(_meta_loss(parts, batches, uniform)),
-                  "towards": {n: float(_meta_loss(parts, batches, tilted(len(names), m, tilt))) for m, n in
-                              enumerate(names)},
-                  "away": {n: float(_meta_loss(parts, batches, tilted(len(names), m, -tilt))) for m, n in
-                           enumerate(names)}}
+        result = {
+            "run": str(run_dir),
+            "modalities": names,
+            "uniform": float(_meta_loss(parts, batches, uniform)),
+            "towards": {n: float(_meta_loss(parts, batches, tilted(len(names), m, tilt))) for m, n in enumerate(names)},
+            "away": {n: float(_meta_loss(parts, batches, tilted(len(names), m, -tilt))) for m, n in enumerate(names)},
+        }
     w = torch.zeros(len(names), requires_grad=True)
     (gradient,) = torch.autograd.grad(_meta_loss(parts, batches, torch.softmax(w, dim=0)), [w])
     result["gradient"] = dict(zip(names, gradient.tolist()))
     return result
 
 
-def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Command line: probe every run directory given and print one JSON object per run."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.importance_probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (bundle_root of a training run)")

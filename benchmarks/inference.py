@@ -9,16 +9,15 @@ from monai.inferers import SlidingWindowInferer
 
 from benchmarks.common import interleaved, median
 from mckd.availability import pack_available
+from mckd.brats.conventions import NUM_MODALITIES, NUM_REGIONS
 from mckd.networks import MultiModalSegNet
 
 __all__ = ["modality_ratios", "option_ratios"]
 
-NUM_MODALITIES = 4
-
 
 def _net(backbone: str, paper_exact: bool = False) -> MultiModalSegNet:
     torch.manual_seed(0)
-    return MultiModalSegNet(NUM_MODALITIES, 3, backbone=backbone, paper_exact=paper_exact).eval()
+    return MultiModalSegNet(NUM_MODALITIES, NUM_REGIONS, backbone=backbone, paper_exact=paper_exact).eval()
 
 
 def _packed(shape: list[int], k: int) -> torch.Tensor:

@@ -16,9 +16,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from mckd.brats.conventions import NUM_MODALITIES
 from mckd.networks import MultiModalSegNet
-
-NUM_MODALITIES = 4
 
 
 def _forward_fn(net: MultiModalSegNet, image: torch.Tensor, num_available: int) -> Callable[[], None]:

@@ -20,14 +20,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import current_rss_mib, interleaved, median, peak_rss_mib, reset_peak_rss
 from mckd.availability import ModalityDropout
+from mckd.brats.conventions import NUM_MODALITIES, NUM_REGIONS
 from mckd.distillation import ModalityImportance, PairwiseDistillationLoss
 from mckd.networks import MultiModalSegNet, capture_features
 from mckd.networks.conv import OneDNNConv3d
 
 __all__ = ["Variant", "build", "conv_peak", "train_step_table", "trainer_overhead", "memory_worker"]
 
-NUM_MODALITIES = 4
-NUM_REGIONS = 3
 
 #: one training-step variant: network kind, availability mode ("all", "random"), crop, batch size
 Variant = dict

@@ -12,23 +12,26 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
-
-__all__ = ["markdown_table", "csv_text", "mean_sd", "number"]
+__all__ = ["markdown_table", "csv_text", "mean_sd_cell", "number"]
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], bold_last: bool = False) -> str:
-    """A Markdown table: the first column left-aligned, the others right-aligned (numbers).
+def markdown_table(
+    header: Sequence[str], rows: Iterable[Sequence[Any]], bold_last: bool = False, text_columns: int = 1
+) -> str:
+    """A Markdown table: the first ``text_columns`` columns left-aligned (labels), the others right-aligned (numbers).
 
     Args:
         header: the column titles.
         rows: the cells of each row (rendered with ``str``).
         bold_last: render the last row in bold (a mean row).
+        text_columns: how many leading columns hold labels.
     """
     rows = [[str(cell) for cell in row] for row in rows]
     if bold_last and rows:
         rows[-1] = [f"**{cell}**" if cell else cell for cell in rows[-1]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    text_columns = min(text_columns, len(header))
+    alignment = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(alignment) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -49,11 +52,10 @@ def number(value: Any, scale: float = 1.0, digits: int = 2) -> str:
     return f"{float(value) * scale:.{digits}f}"
 
 
-def mean_sd(values: Iterable[float], scale: float = 1.0, digits: int = 2) -> str:
-    """``mean ± sd`` of the finite values (sample standard deviation; the mean alone for one value; ``n/a`` for none)."""
-    finite = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float) * scale
-    if finite.size == 0:
+def mean_sd_cell(mean: float, sd: float, scale: float = 1.0, digits: int = 2) -> str:
+    """``mean ± sd`` of an already computed mean and deviation; the mean alone when ``sd`` is NaN (one value)."""
+    if math.isnan(mean):
         return "n/a"
-    if finite.size == 1:
-        return f"{finite[0]:.{digits}f}"
-    return f"{finite.mean():.{digits}f} ± {finite.std(ddof=1):.{digits}f}"
+    if math.isnan(sd):
+        return number(mean, scale, digits)
+    return f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}"

@@ -17,7 +17,6 @@ from benchmarks._study_summary import (
     FUSION_ROW,
     MEAN_ROW,
     SINGLES_ROW,
-    format_mean_sd,
     importance_ranking,
     mean_sd,
     paired_comparison,
@@ -43,7 +42,6 @@ def test_mean_sd_is_the_sample_deviation_and_nan_for_one_value():
     assert mean_sd([0.5, 0.7, 0.9]) == pytest.approx((0.7, 0.2))
     mean, sd = mean_sd([0.4])
     assert mean == 0.4 and math.isnan(sd)
-    assert format_mean_sd(0.4, sd) == "40.00 ± n/a"
     with pytest.raises(ValueError):
         mean_sd([])
 
@@ -62,7 +60,9 @@ def test_brats_summary_gives_mean_over_subsets_singles_row_and_seed_spread():
     assert table[SINGLES_ROW]["WT"]["sd"] == pytest.approx(0.1)
     assert table["T1ce"]["TC"]["n"] == 3
     # paired differences mckd - no_kd = 0.10, 0.09, 0.11 per seed: consistently positive -> "higher"
-    found = [c for c in summary["comparisons"] if c["other"] == "no_kd" and c["row"] == SINGLES_ROW and c["region"] == "TC"]
+    found = [
+        c for c in summary["comparisons"] if c["other"] == "no_kd" and c["row"] == SINGLES_ROW and c["region"] == "TC"
+    ]
     assert len(found) == 1
     assert found[0]["diff_mean"] == pytest.approx(0.10)
     assert found[0]["verdict"] == "higher"
@@ -83,10 +83,15 @@ def test_diverged_runs_are_never_scored_nor_paired():
     assert summary["not_scored"] == {"mckd": [0], "no_kd": [1]}
     found = [c for c in summary["comparisons"] if c["other"] == "no_kd" and c["row"] == MEAN_ROW][0]
     assert found["seeds"] == [2]  # the only seed both arms scored
-    av = [{"arm": "mckd", "seed": 0, "accuracy": {"Image": 0.9}, "diverged": True},
-          {"arm": "mckd", "seed": 1, "accuracy": {"Image": 0.5}}]
-    assert summarise_avmnist(av)["table"]["mckd"]["Image"] == {"mean": 0.5, "sd": pytest.approx(math.nan, nan_ok=True),
-                                                                "n": 1}
+    av = [
+        {"arm": "mckd", "seed": 0, "accuracy": {"Image": 0.9}, "diverged": True},
+        {"arm": "mckd", "seed": 1, "accuracy": {"Image": 0.5}},
+    ]
+    assert summarise_avmnist(av)["table"]["mckd"]["Image"] == {
+        "mean": 0.5,
+        "sd": pytest.approx(math.nan, nan_ok=True),
+        "n": 1,
+    }
 
 
 def test_importance_ranking_compares_the_last_p_with_the_reference_ranking():
@@ -111,15 +116,24 @@ def _task(tmp_path) -> RunTask:
 
 
 def _training(diverged: bool) -> dict:
-    return {"modalities": ["FLAIR", "T1", "T1ce", "T2"], "trajectory": [[0, 0.25, 0.25, 0.25, 0.25]],
-            "loss_curve": [], "first_loss": 1.0, "max_loss": math.inf if diverged else 1.0, "loss_spike": diverged,
-            "parameters_finite": not diverged, "diverged": diverged,
-            "not_scored_reason": "training diverged at iteration 3" if diverged else ""}
+    return {
+        "modalities": ["FLAIR", "T1", "T1ce", "T2"],
+        "trajectory": [[0, 0.25, 0.25, 0.25, 0.25]],
+        "loss_curve": [],
+        "first_loss": 1.0,
+        "max_loss": math.inf if diverged else 1.0,
+        "loss_spike": diverged,
+        "parameters_finite": not diverged,
+        "diverged": diverged,
+        "not_scored_reason": "training diverged at iteration 3" if diverged else "",
+    }
 
 
 def test_a_run_that_diverged_in_training_is_recorded_and_never_evaluated(tmp_path, monkeypatch):
     monkeypatch.setattr(accuracy_study, "_train", lambda configs, overrides: _training(True))
-    monkeypatch.setattr(accuracy_study, "_evaluate_brats", lambda *a: pytest.fail("a diverged run must not be evaluated"))
+    monkeypatch.setattr(
+        accuracy_study, "_evaluate_brats", lambda *a: pytest.fail("a diverged run must not be evaluated")
+    )
     record = accuracy_study.run_one(_task(tmp_path))
     assert record["diverged"] and not record["scored"] and "dice" not in record
     assert record["not_scored_reason"] == "training diverged at iteration 3"
@@ -171,8 +185,11 @@ def test_paired_comparison_interval_is_the_student_t_interval():
 
 
 def test_avmnist_summary_per_input_set():
-    runs = [{"arm": arm, "seed": s, "accuracy": {"Image": 0.9, "Audio": a + (0.05 if arm == "mckd" else 0.0)}}
-            for arm in ("mckd", "no_kd") for s, a in zip((0, 1, 2), (0.70, 0.72, 0.74))]
+    runs = [
+        {"arm": arm, "seed": s, "accuracy": {"Image": 0.9, "Audio": a + (0.05 if arm == "mckd" else 0.0)}}
+        for arm in ("mckd", "no_kd")
+        for s, a in zip((0, 1, 2), (0.70, 0.72, 0.74))
+    ]
     summary = summarise_avmnist(runs, reference_arm="mckd")
     assert summary["table"]["mckd"]["Audio"]["mean"] == pytest.approx(0.77)
     assert summary["table"]["no_kd"]["Audio"]["sd"] == pytest.approx(0.02)
@@ -190,9 +207,18 @@ def test_smoke_budget_trains_every_arm_of_both_bundles_and_writes_tables_and_plo
     record = run_study(BUDGETS["smoke"], out, tmp_path / "work", seeds=[0], jobs=2, threads=1)
 
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(["accuracy_study.md", "brats_runs.csv", "brats_summary.csv", "avmnist_runs.csv",
-                            "avmnist_summary.csv", "importance_trajectory.csv", "importance_trajectory.png",
-                            "study.json"])
+    assert names == sorted(
+        [
+            "accuracy_study.md",
+            "brats_runs.csv",
+            "brats_summary.csv",
+            "avmnist_runs.csv",
+            "avmnist_summary.csv",
+            "importance_trajectory.csv",
+            "importance_trajectory.png",
+            "study.json",
+        ]
+    )
     assert (out / "importance_trajectory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "brats_runs.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

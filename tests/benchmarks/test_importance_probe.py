@@ -29,7 +29,9 @@ def test_probe_gradient_predicts_the_change_of_the_meta_loss_under_a_small_tilt(
     parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "cpu_small.json")])
     torch.manual_seed(0)
     (tmp_path / "run" / "models").mkdir(parents=True)
-    torch.save({"model": parser.get_parsed_content("network").state_dict()}, tmp_path / "run" / "models" / "model_final.pt")
+    torch.save(
+        {"model": parser.get_parsed_content("network").state_dict()}, tmp_path / "run" / "models" / "model_final.pt"
+    )
 
     tilt = 0.02
     result = probe_run(tmp_path / "run", datalist, crops=2, tilt=tilt, seed=0)

@@ -14,7 +14,7 @@ import json
 import pytest
 
 from mckd.brats.conventions import MODALITY_NAMES
-from mckd.demo import run_demo
+from data_prep.demo import run_demo
 
 #: Regions asserted, and how far (Dice, 0-1) all four may stay below the best single modality.
 REGIONS = ("TC", "WT")

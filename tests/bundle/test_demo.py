@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from mckd.demo import main
+from data_prep.demo import main
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
 
 import pytest
 import torch
@@ -17,8 +16,14 @@ class ToyMultiModalNet(nn.Module):
     Input ``x[B, M, in_features]``; missing modalities' inputs are never read.
     """
 
-    def __init__(self, num_modalities: int = 2, in_features: int = 4, features: int = 8, num_classes: int = 3,
-                 batch_norm: bool = False) -> None:
+    def __init__(
+        self,
+        num_modalities: int = 2,
+        in_features: int = 4,
+        features: int = 8,
+        num_classes: int = 3,
+        batch_norm: bool = False,
+    ) -> None:
         super().__init__()
         self.num_modalities = num_modalities
         self.encoder = nn.Linear(in_features, features)
@@ -26,8 +31,9 @@ class ToyMultiModalNet(nn.Module):
         self.norm = nn.BatchNorm1d(num_modalities * features) if batch_norm else nn.Identity()
         self.head = nn.Linear(num_modalities * features, num_classes)
 
-    def forward(self, x: torch.Tensor, available: Optional[torch.Tensor] = None,
-                modality_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, available: torch.Tensor | None = None, modality_scale: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if available is None:
             available = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         mask = available.unsqueeze(-1)
@@ -45,8 +51,14 @@ def toy_net_class():
     return ToyMultiModalNet
 
 
-def make_classification_data(num_samples: int, num_modalities: int = 2, in_features: int = 4, num_classes: int = 3,
-                             informative: int = 0, seed: int = 0) -> list[dict]:
+def make_classification_data(
+    num_samples: int,
+    num_modalities: int = 2,
+    in_features: int = 4,
+    num_classes: int = 3,
+    informative: int = 0,
+    seed: int = 0,
+) -> list[dict]:
     """Samples whose modality ``informative`` encodes the class (one-hot + noise); the others are pure noise."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, num_classes, (num_samples,), generator=g)

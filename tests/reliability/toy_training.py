@@ -16,7 +16,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import torch
 from ignite.engine import Events
@@ -47,7 +47,7 @@ class ToyNet(nn.Module):
         self.head = nn.Linear(NUM_MODALITIES * features, NUM_CLASSES)
 
     def forward(
-        self, x: torch.Tensor, available: Optional[torch.Tensor] = None, modality_scale: Optional[torch.Tensor] = None
+        self, x: torch.Tensor, available: torch.Tensor | None = None, modality_scale: torch.Tensor | None = None
     ) -> torch.Tensor:
         if available is None:
             available = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
@@ -119,9 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     trainer, save_dict = build(args.epochs)
-    AtomicCheckpointSaver(str(args.ckpt_dir), save_dict, file_prefix="last", save_interval=1, n_saved=1).attach(
-        trainer
-    )
+    AtomicCheckpointSaver(str(args.ckpt_dir), save_dict, file_prefix="last", save_interval=1, n_saved=1).attach(trainer)
     interrupt = GracefulInterrupt(save_dict, args.ckpt_dir)
     interrupt.attach(trainer)
     if args.resume:

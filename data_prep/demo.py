@@ -1,5 +1,8 @@
 """The demo: synthetic BraTS 2018 cases -> a few minutes of CPU training with the bundle -> all-subset evaluation.
 
+It lives in ``data_prep`` because it drives the synthetic generator and the datalist preparation, which in turn use
+``mckd``; the library itself never imports ``data_prep``.
+
 Everything goes through the BraTS bundle (``bundle/brats_mri_mckd_segmentation``): the training is its
 ``configs/train.json`` with the CPU overlay ``configs/cpu_small.json``, the evaluation its ``configs/evaluate.json``,
 both run in-process with MONAI's ``ConfigWorkflow`` exactly as ``python -m monai.bundle run`` would run them.
@@ -9,7 +12,7 @@ The demo scores the final model, as the published protocol does (no model select
 
 Usage::
 
-    python -m mckd.demo [--out DIR] [--cases N] [--shape X Y Z] [--iterations N] [--seed S] [--bundle DIR]
+    python -m data_prep.demo [--out DIR] [--cases N] [--shape X Y Z] [--iterations N] [--seed S] [--bundle DIR]
 
 Output under ``--out`` (default ``demo_output``): ``data/brats2018/`` (the cases), ``lists/datalist.json``,
 ``bundle_run/models/`` (checkpoints) and ``bundle_run/eval/`` (the report: CSV, Markdown, PNG heat map, JSON).
@@ -23,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from monai.bundle import ConfigWorkflow
 
@@ -34,8 +37,8 @@ __all__ = ["DEFAULT_BUNDLE", "DemoResult", "run_demo", "main"]
 
 logger = logging.getLogger(__name__)
 
-#: The BraTS bundle of this repository (the demo runs from a source checkout, where ``mckd`` is installed editable).
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundle" / "brats_mri_mckd_segmentation"
+#: The BraTS bundle as seen from the repository root, where ``make demo`` runs; elsewhere pass ``--bundle``.
+DEFAULT_BUNDLE = Path("bundle") / "brats_mri_mckd_segmentation"
 #: A quarter of the cases held out for the evaluation: fold 0 of a 4-fold split, whose folds keep every stratum (grade,
 #: enhancing tumour or not) in proportion. The ``ratio`` split picks round-robin over the strata, so with few cases the
 #: rare stratum (cases without enhancing tumour) can end up entirely in validation and meta-validation.
@@ -69,11 +72,38 @@ def _run_workflow(config_files: Sequence[Path], **override: Any) -> list[Any]:
         workflow.finalize()
 
 
+def _check_arguments(bundle: Path, shape: Sequence[int], iterations: int | None) -> Path:
+    """The bundle's ``configs`` folder, once ``bundle``, ``shape`` and ``iterations`` are known to be usable."""
+    configs = bundle / "configs"
+    if not (configs / "train.json").is_file():
+        raise FileNotFoundError(
+            f"no bundle at '{bundle}' (configs/train.json is missing); run from the repository root or pass --bundle."
+        )
+    if len(shape) != 3 or any(s < 32 or s % 16 for s in shape):
+        raise ValueError(f"shape must be 3 multiples of 16 of at least 32, got {list(shape)}.")
+    if iterations is not None and iterations < 20:
+        raise ValueError(f"iterations must be at least 20, got {iterations}.")
+    return configs
+
+
+def _write_data(out: Path, cases: int, shape: Sequence[int], seed: int) -> Path:
+    """Synthetic BraTS 2018 cases under ``out/data`` and their datalist (returned) under ``out/lists``."""
+    data = out / "data" / "brats2018"
+    write_dataset(data, cases, "brats2018", shape, seed=seed)
+    # the datalist gets a folder of its own: load_decathlon_datalist turns values naming sibling paths into paths
+    datalist = out / "lists" / "datalist.json"
+    try:
+        prepare_datalist(data, datalist, split=_SPLIT, seed=seed)
+    except PreparationError as err:
+        raise ValueError(f"cannot split {cases} cases for the demo: {err}") from err
+    return datalist
+
+
 def run_demo(
     out: str | Path = "demo_output",
     cases: int = 32,
     shape: Sequence[int] = (48, 48, 48),
-    iterations: Optional[int] = None,
+    iterations: int | None = None,
     seed: int = 0,
     bundle: str | Path = DEFAULT_BUNDLE,
 ) -> DemoResult:
@@ -93,25 +123,11 @@ def run_demo(
         FileNotFoundError: when ``bundle`` has no ``configs/train.json``.
         ValueError: for a bad ``shape``, too few ``cases`` or ``iterations`` below 20.
     """
-    out, bundle = Path(out), Path(bundle)
-    configs = bundle / "configs"
-    if not (configs / "train.json").is_file():
-        raise FileNotFoundError(f"no bundle at '{bundle}' (configs/train.json is missing); pass --bundle.")
-    if len(shape) != 3 or any(s < 32 or s % 16 for s in shape):
-        raise ValueError(f"shape must be 3 multiples of 16 of at least 32, got {list(shape)}.")
-    if iterations is not None and iterations < 20:
-        raise ValueError(f"iterations must be at least 20, got {iterations}.")
+    out, configs = Path(out), _check_arguments(Path(bundle), shape, iterations)
     result = DemoResult(out=out)
 
     start = time.perf_counter()
-    data = out / "data" / "brats2018"
-    write_dataset(data, cases, "brats2018", shape, seed=seed)
-    # the datalist gets a folder of its own: load_decathlon_datalist turns values naming sibling paths into paths
-    datalist = out / "lists" / "datalist.json"
-    try:
-        prepare_datalist(data, datalist, split=_SPLIT, seed=seed)
-    except PreparationError as err:
-        raise ValueError(f"cannot split {cases} cases for the demo: {err}") from err
+    datalist = _write_data(out, cases, shape, seed)
     result.timings["data"] = time.perf_counter() - start
 
     run_root = out / "bundle_run"
@@ -139,7 +155,7 @@ def run_demo(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mckd.demo",
+        prog="python -m data_prep.demo",
         description="Synthetic BraTS cases -> CPU training with the MCKD bundle -> evaluation under all 15 subsets.",
     )
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
@@ -147,11 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shape", type=int, nargs=3, default=(48, 48, 48), metavar=("X", "Y", "Z"), help="case size (default 48^3)"
     )
-    parser.add_argument(
-        "--iterations", type=int, default=None, help="training iterations (default: cpu_small.json's)"
-    )
+    parser.add_argument("--iterations", type=int, default=None, help="training iterations (default: cpu_small.json's)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle folder (default: the repository's)")
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help=f"bundle folder (default {DEFAULT_BUNDLE})")
     return parser
 
 
