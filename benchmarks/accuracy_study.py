@@ -653,15 +653,14 @@ def write_outputs(record: dict[str, Any], out: Path) -> dict[str, Path]:
     }
     _write_tables(runs, summaries, paths)
     plot_trajectories(_trajectory_panels(runs), paths["importance_trajectory.png"])
-    write_json_atomic(
-        paths["study.json"],
-        {
-            **record,
-            "brats_summary": summaries["brats"],
-            "avmnist_summary": summaries["avmnist"],
-            "importance_ranking": ranking,
-        },
-    )
+    study = {
+        **record,
+        "brats_summary": summaries["brats"],
+        "avmnist_summary": summaries["avmnist"],
+        "importance_ranking": ranking,
+    }
+    # compact, not indented: the per-meta-round trajectories and loss curves of every run would triple its size
+    write_text_atomic(paths["study.json"], json.dumps(study, ensure_ascii=False) + "\n")
     layout = {
         "brats_arms": list(BRATS_ARMS),
         "avmnist_arms": list(AVMNIST_ARMS),

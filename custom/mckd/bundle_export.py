@@ -604,11 +604,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExportError as err:
         logger.error("error: %s", err)
         return 2
-    print(
-        f"exported {args.bundle} to {result.out}: {len(result.modules)} modules vendored under {SCRIPTS}/, "
-        f"configs rewritten: {', '.join(result.configs) or 'none'}"
-        + (f"; unit test: {result.unit_test.relative_to(result.out)}" if result.unit_test else "")
-        + (f"; unpinned imports: {', '.join(result.unpinned)}" if result.unpinned else "")
+    logger.info(
+        "exported %s to %s: %d modules vendored under %s/, configs rewritten: %s%s%s",
+        args.bundle,
+        result.out,
+        len(result.modules),
+        SCRIPTS,
+        ", ".join(result.configs) or "none",
+        f"; unit test: {result.unit_test.relative_to(result.out)}" if result.unit_test else "",
+        f"; unpinned imports: {', '.join(result.unpinned)}" if result.unpinned else "",
     )
     return 0
 

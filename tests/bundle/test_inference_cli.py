@@ -116,7 +116,7 @@ def setup(bundle, tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(root=root, cases=cases, bundle_root=root / "bundle")
 
 
-def _infer(bundle, setup, dataset_dir: Path, output_dir: Path) -> subprocess.CompletedProcess:
+def _infer(bundle, setup, dataset_dir: Path, output_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
@@ -134,6 +134,7 @@ def _infer(bundle, setup, dataset_dir: Path, output_dir: Path) -> subprocess.Com
         "[32, 32, 32]",
         "--num_workers",
         "0",
+        *overrides,
     ]
     return subprocess.run(
         command, cwd=bundle.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, timeout=600
@@ -255,27 +256,7 @@ def test_a_dicom_case_with_series_of_different_geometries_is_predicted_on_the_re
     thick = _volume(21)[4:28, :, ::3].astype(np.int16)  # FLAIR: 3 mm slices over a narrower field of view
     flair = bundle.write_dicom_series(patient / "FLAIR", thick, (1.0, 1.0, 3.0), (-4.0, 0.0, 0.0))
     output = setup.root / "clinical_predictions"
-    command = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        json.dumps(bundle.config_files("inference.json", "cpu_small.json")),
-        "--bundle_root",
-        str(setup.bundle_root),
-        "--dataset_dir",
-        str(patient.parent),
-        "--output_dir",
-        str(output),
-        "--sw_roi_size",
-        "[32, 32, 32]",
-        "--num_workers",
-        "0",
-        "--save_native_grids",
-        "true",
-    ]
-    result = subprocess.run(command, cwd=bundle.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = _infer(bundle, setup, patient.parent, output, "--save_native_grids", "true")
     assert result.returncode == EXIT_OK, result.stdout[-3000:]
     report = json.loads((output / "patient9_alignment.json").read_text())
     assert report["reference"] == "t1ce" and report["modalities"]["flair"]["resampled"]
