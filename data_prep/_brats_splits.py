@@ -1,4 +1,9 @@
-"""Split labelled cases into training / meta-validation / validation: the paper's split, k-fold, or a ratio."""
+"""Split labelled cases into training / meta-validation / validation: the paper's split, k-fold, or a ratio.
+
+A published protocol's name (``rfnet2018:1`` ..., see :mod:`mckd.brats.protocols`) parses to a ``published`` spec;
+its lists are applied by :mod:`data_prep._published_splits`, which takes the meta-validation cases from the published
+training list with :func:`meta_validation_from`.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,9 @@ from typing import Hashable, Sequence
 import numpy as np
 
 from mckd.brats.conventions import PAPER_META_VALIDATION_CASES
+from mckd.brats.protocols import PROTOCOLS
 
-__all__ = ["META_VALIDATION_SIZE", "SplitSpec", "split_cases"]
+__all__ = ["META_VALIDATION_SIZE", "SplitSpec", "split_cases", "meta_validation_from"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,12 +27,14 @@ META_VALIDATION_SIZE = len(PAPER_META_VALIDATION_CASES)
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """A parsed ``--split`` value: ``paper``, ``kfold:K:I`` (fold I of K, 0-based) or ``ratio:R`` (0 < R < 1)."""
+    """A parsed ``--split`` value: ``paper``, ``kfold:K:I`` (fold I of K, 0-based), ``ratio:R`` (0 < R < 1) or the
+    name of a published protocol (``kind == "published"``, its name in ``protocol``)."""
 
     kind: str
     folds: int = 0
     fold: int = 0
     ratio: float = 0.0
+    protocol: str = ""
 
     @classmethod
     def parse(cls, text: str) -> SplitSpec:
@@ -36,7 +44,12 @@ class SplitSpec:
             ValueError: naming the malformed value and the accepted forms.
         """
         parts = text.strip().split(":")
-        usage = f"malformed --split '{text}': expected paper, kfold:K:I (K >= 2, 0 <= I < K) or ratio:R (0 < R < 1)"
+        usage = (
+            f"malformed --split '{text}': expected paper, kfold:K:I (K >= 2, 0 <= I < K), ratio:R (0 < R < 1) or a "
+            f"published protocol ({', '.join(PROTOCOLS)})"
+        )
+        if text.strip() in PROTOCOLS:
+            return cls("published", protocol=text.strip())
         try:
             if parts == ["paper"]:
                 return cls("paper")
@@ -55,6 +68,8 @@ class SplitSpec:
             return f"kfold:{self.folds}:{self.fold}"
         if self.kind == "ratio":
             return f"ratio:{self.ratio:g}"
+        if self.kind == "published":
+            return self.protocol
         return self.kind
 
 
@@ -94,6 +109,21 @@ def _meta_validation(
     return [case_id for case_id, _ in pool if case_id not in chosen], meta
 
 
+def meta_validation_from(training: Sequence[tuple[str, Hashable]], seed: int) -> tuple[list[str], list[str]]:
+    """Take :data:`META_VALIDATION_SIZE` meta-validation cases from a published training list.
+
+    The pick is stratified (round-robin over the strata, e.g. grade and presence of enhancing tumour, each shuffled
+    by ``numpy.random.default_rng(seed)``), so the same cases and seed give the same split.
+
+    Returns:
+        ``(training, meta_validation)``: the rest of the list in its order, and the picked cases.
+
+    Raises:
+        ValueError: for fewer than 2 cases.
+    """
+    return _meta_validation(training, np.random.default_rng(seed))
+
+
 def _paper_split(cases: Sequence[tuple[str, Hashable]], rng: np.random.Generator) -> tuple[list[str], list[str]]:
     """The published meta-validation cases when all are present, else a stratified pick."""
     ids = {case_id for case_id, _ in cases}
@@ -121,8 +151,10 @@ def split_cases(cases: Sequence[tuple[str, Hashable]], spec: SplitSpec, seed: in
         seed: the same seed and cases give the same split.
 
     Raises:
-        ValueError: when there are too few cases for the requested split.
+        ValueError: when there are too few cases for the requested split, or for a published protocol's spec.
     """
+    if spec.kind == "published":
+        raise ValueError(f"split {spec} is a published protocol: see data_prep._published_splits.assign_published.")
     rng = np.random.default_rng(seed)
     validation: list[str] = []
     if spec.kind == "kfold":

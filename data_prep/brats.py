@@ -3,7 +3,7 @@
 Usage::
 
     python -m data_prep.brats --root DIR --out datalist.json [--layout auto|brats2018|brats2021|brats2023|msd]
-        [--split paper|kfold:K:I|ratio:R] [--seed S] [--strict] [--allow-missing-modalities] [--jobs N]
+        [--split paper|kfold:K:I|ratio:R|PROTOCOL] [--seed S] [--strict] [--allow-missing-modalities] [--jobs N]
         [--resample-to MODALITY [--resampled-dir DIR]]
 
 Cases are found and checked by the BraTS case model (:mod:`mckd.brats.cases`), reading each case as training and
@@ -14,10 +14,16 @@ The datalist is never written over an input or into the dataset folder. Paths in
 datalist's folder, so ``monai.data.load_decathlon_datalist(path, data_list_key=...)`` resolves them with its default
 ``base_dir``.
 
+``--split`` takes a published protocol's name too (``rfnet2018:1``, ``rfnet2018:2``, ``rfnet2018:3``, ``rfnet2020``,
+``m2ftrans2021``, ``imfuse2023``; :mod:`mckd.brats.protocols`): the datalist then keeps the published training /
+validation / test membership, with the meta-validation cases taken from the training list
+(:mod:`data_prep._published_splits`); a listed case that is absent or unusable is an error (exit 2) naming it, and
+cases the lists do not name are left out with a warning naming them.
+
 Exit status: 0 datalist written (possibly with skipped cases); 1 ``--strict`` and a case has a problem;
 2 usage error (bad argument, ``--root`` not a folder, no case found, malformed ``dataset.json``, output
 inside the dataset or not writable, labelled cases of two label conventions, too few cases for the split or an empty
-training split) or no usable case.
+training split, a case of a published protocol missing) or no usable case.
 """
 
 from __future__ import annotations
@@ -36,10 +42,13 @@ from tqdm import tqdm
 from mckd.brats.cases import Case, CaseError, DiscoveryError, discover_cases
 from mckd.brats.conventions import LAYOUTS, MODALITIES
 from mckd.brats.loading import CaseVerdict, LoadModalities, check_case
+from mckd.brats.protocols import PROTOCOLS
+from mckd.brats.protocols import protocol as published_protocol
 from mckd.fileio import ensure_not_input, write_json_atomic
 
 from ._brats_resample import resample_case
 from ._brats_splits import SplitSpec, split_cases
+from ._published_splits import assign_published
 
 __all__ = ["EXIT_OK", "EXIT_STRICT", "EXIT_USAGE", "PreparationError", "Preparation", "prepare_datalist", "main"]
 
@@ -214,6 +223,8 @@ def _assign(verdicts: Sequence[CaseVerdict], spec: SplitSpec, seed: int) -> dict
         ValueError: when the split cannot be made or leaves ``training`` empty while labelled cases exist.
     """
     labelled = [(v.case.case_id, _stratum(v)) for v in verdicts if v.case.label is not None]
+    if spec.kind == "published":
+        raise ValueError("a published protocol's lists are assigned by data_prep._published_splits.assign_published")
     assignment = split_cases(labelled, spec, seed) if labelled else {k: [] for k in SPLIT_KEYS[:3]}
     if labelled and not assignment["training"]:
         raise ValueError(f"split {spec} leaves 'training' empty ({len(labelled)} labelled cases).")
@@ -221,12 +232,53 @@ def _assign(verdicts: Sequence[CaseVerdict], spec: SplitSpec, seed: int) -> dict
     return assignment
 
 
+def _assign_published(
+    verdicts: Sequence[CaseVerdict], spec: SplitSpec, seed: int, problems: Sequence[CaseError]
+) -> tuple[dict[str, list[str]], dict[str, tuple[bool, ...]]]:
+    """Case ids per list of a published protocol, and its fixed per-case subsets (see :mod:`._published_splits`)."""
+    labelled = [(v.case.case_id, _stratum(v)) for v in verdicts if v.case.label is not None]
+    unlabelled = [v.case.case_id for v in verdicts if v.case.label is None]
+    result = assign_published(spec.protocol, labelled, unlabelled, problems, seed)
+    return result.lists, dict(result.subsets)
+
+
+def _protocol_fields(spec: SplitSpec) -> dict[str, Any]:
+    """The datalist's description of a published protocol (empty for the other splits)."""
+    if spec.kind != "published":
+        return {}
+    proto = published_protocol(spec.protocol)
+    return {
+        "protocol": {
+            "name": proto.name,
+            "release": proto.release,
+            "scoring": proto.scoring,
+            "source": proto.source,
+            "meta_validation": "taken from the published training list (data_prep._brats_splits.meta_validation_from, "
+            "stratified, seeded by 'seed'); training + meta_validation = the published training list",
+        }
+    }
+
+
 def _assemble(
-    verdicts: Sequence[CaseVerdict], layout: str, spec: SplitSpec, seed: int, base: Path, allow_missing: bool
+    verdicts: Sequence[CaseVerdict],
+    layout: str,
+    spec: SplitSpec,
+    seed: int,
+    base: Path,
+    allow_missing: bool,
+    problems: Sequence[CaseError] = (),
 ) -> dict[str, Any]:
-    """The datalist JSON content of the usable cases."""
+    """The datalist JSON content of the usable cases (of the listed ones for a published protocol)."""
     entries = {v.case.case_id: _entry(v, base, allow_missing) for v in verdicts}
-    assignment = _assign(verdicts, spec, seed)
+    if spec.kind == "published":
+        assignment, subsets = _assign_published(verdicts, spec, seed, problems)
+        for case_id, subset in subsets.items():
+            data = entries[case_id].get("available", [True] * len(subset))
+            entries[case_id]["available"] = [bool(a and b) for a, b in zip(data, subset)]
+            if not any(entries[case_id]["available"]):
+                raise ValueError(f"case '{case_id}' has none of the modalities of its published subset.")
+    else:
+        assignment = _assign(verdicts, spec, seed)
     labelled = [v.case.layout for v in verdicts if v.case.label is not None]
     convention = LAYOUTS[labelled[0] if labelled else verdicts[0].case.layout].label_convention
     datalist: dict[str, Any] = {
@@ -238,6 +290,7 @@ def _assemble(
         "modalities": list(MODALITIES),
         "split": str(spec),
         "seed": seed,
+        **_protocol_fields(spec),
         **{f"num_{key}": len(assignment[key]) for key in SPLIT_KEYS},
     }
     datalist.update({key: [entries[case_id] for case_id in assignment[key]] for key in SPLIT_KEYS})
@@ -296,8 +349,9 @@ def prepare_datalist(
         root: dataset folder.
         out: datalist JSON to write (atomically), outside ``root``; paths inside are relative to its folder.
         layout: ``auto`` or a key of ``mckd.brats.conventions.LAYOUTS``.
-        split: ``paper``, ``kfold:K:I`` or ``ratio:R`` (see :func:`data_prep._brats_splits.split_cases`).
-        seed: seed of the split.
+        split: ``paper``, ``kfold:K:I`` or ``ratio:R`` (see :func:`data_prep._brats_splits.split_cases`), or a
+            published protocol's name (:data:`mckd.brats.protocols.PROTOCOLS`; see :mod:`data_prep._published_splits`).
+        seed: seed of the split (of the meta-validation pick for a published protocol).
         strict: raise instead of skipping cases with problems.
         allow_missing_modalities: keep cases with absent (or all-zero) modality images; every item then carries
             ``available`` (four booleans in ``MODALITIES`` order) and absent files keep their expected path in
@@ -327,9 +381,10 @@ def prepare_datalist(
     if not usable:
         total = len(verdicts) + len(found_problems)
         raise PreparationError(f"no usable case among {total} under '{root}'", EXIT_USAGE, problems)
-    _warn_unlabelled(usable)
+    if spec.kind != "published":
+        _warn_unlabelled(usable)
     try:
-        datalist = _assemble(usable, layout, spec, seed, out.parent, allow_missing_modalities)
+        datalist = _assemble(usable, layout, spec, seed, out.parent, allow_missing_modalities, problems)
         datalist["skipped"] = [
             {"case_id": p.case_id, "file": _shown(p.path, root), "reason": p.reason} for p in problems
         ]
@@ -386,7 +441,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", required=True, type=Path, help="dataset folder")
     parser.add_argument("--out", required=True, type=Path, help="datalist JSON to write (outside the dataset folder)")
     parser.add_argument("--layout", default="auto", help="auto (default), " + ", ".join(LAYOUTS))
-    parser.add_argument("--split", default="paper", help="paper (default), kfold:K:I (0-based I) or ratio:R")
+    parser.add_argument(
+        "--split",
+        default="paper",
+        help="paper (default), kfold:K:I (0-based I), ratio:R, or a published protocol: " + ", ".join(PROTOCOLS),
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     parser.add_argument("--strict", action="store_true", help="fail (exit 1) when any case has a problem")
     parser.add_argument("--allow-missing-modalities", action="store_true", help="keep cases with absent modality files")
