@@ -58,6 +58,10 @@ __all__ = [
     "SafeCheckpointLoader",
     "AtomicDiskSaver",
     "AtomicCheckpointSaver",
+    "MODEL_FILENAME",
+    "IMPORTANCE_FILENAME",
+    "DeployableModelSaver",
+    "load_deployable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,6 +73,11 @@ _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _ZIP_MAGIC, _PICKLE_MAGIC = b"PK\x03\x04", b"\x80\x02"
 #: Temporary files of :func:`mckd.fileio.atomic_path`: ``.<name>.<random>.part<suffixes of name>``.
 _PARTIAL = re.compile(r"^\..+\.[^.]+\.part(\.\w+)*$")
+#: The deployable network in a bundle's ``models/`` folder: its plain state dict, as MONAI's ``ckpt_export``, the model
+#: zoo and MONAI Label read it.
+MODEL_FILENAME = "model.pt"
+#: The learned importance that belongs to :data:`MODEL_FILENAME`: the state dict of ``ModalityImportance`` (``w``).
+IMPORTANCE_FILENAME = "modality_weights.pt"
 _CAUSE = (
     "the checkpoint was probably saved with another configuration (a different backbone, feature size, number of "
     "modalities or regions, or another optimiser)"
@@ -261,6 +270,56 @@ def load_objects(
     except (KeyError, ValueError, RuntimeError, TypeError) as err:
         raise CheckpointError(path, f"could not be loaded: {err}; {_CAUSE}.") from err
     return checkpoint
+
+
+def load_deployable(
+    network: nn.Module,
+    path: PathLike,
+    importance: nn.Module | None = None,
+    importance_path: PathLike | None = None,
+    map_location: Any = None,
+) -> dict[str, Any]:
+    """Load a deployable network (and its learned importance) as :class:`DeployableModelSaver` writes them.
+
+    ``path`` may be the network's plain state dict (``models/model.pt``) or a checkpoint with a ``model`` entry (a
+    training checkpoint such as ``model_final.pt``, or ``model.pt`` of earlier releases). The importance comes from the
+    checkpoint's ``modality_weights`` entry when it has one, else from ``importance_path`` (default:
+    :data:`IMPORTANCE_FILENAME` beside ``path``).
+
+    Args:
+        network: the network to load into.
+        path: the network's checkpoint.
+        importance: the ``ModalityImportance`` to load into; None loads the network only.
+        importance_path: the importance file when ``path`` does not hold it.
+        map_location: passed to ``torch.load``.
+
+    Returns:
+        ``{"model": ..., "modality_weights": ...}``: the state dicts that were loaded (the second only with
+        ``importance``).
+
+    Raises:
+        CheckpointError: see :func:`load_objects`; also when ``importance`` is given and neither ``path`` holds it nor
+            the importance file exists, naming both.
+    """
+    checkpoint = load_objects({"model": network}, path, map_location=map_location)
+    loaded = {"model": checkpoint["model"]}
+    if importance is None:
+        return loaded
+    if "modality_weights" in checkpoint:
+        load_objects({"modality_weights": importance}, path, map_location=map_location)
+        loaded["modality_weights"] = checkpoint["modality_weights"]
+        return loaded
+    importance_path = Path(importance_path or Path(path).parent / IMPORTANCE_FILENAME)
+    if not importance_path.exists():
+        raise CheckpointError(
+            importance_path,
+            f"does not exist, and '{path}' holds only the network: the learned importance is written beside "
+            f"{MODEL_FILENAME} by training; copy it along with the weights.",
+        )
+    loaded["modality_weights"] = load_objects(
+        {"modality_weights": importance}, importance_path, map_location=map_location
+    )["modality_weights"]
+    return loaded
 
 
 def save_checkpoint(save_dict: Mapping[str, Any], path: PathLike) -> Path:
@@ -464,3 +523,69 @@ class AtomicCheckpointSaver(CheckpointSaver):
         super().attach(engine)
         for path in remove_partial_files(self.save_dir):
             self.logger.warning("Removed '%s', a partial checkpoint left by an interrupted save.", path)
+
+
+class DeployableModelSaver:
+    """Write the deployable files of a bundle: the network's state dict and the learned importance beside it.
+
+    ``models/model.pt`` holds only the network's state dict (no optimiser, schedule or trainer: resume state lives in
+    the training checkpoints), so MONAI's ``ckpt_export`` without ``--key_in_ckpt``, the model zoo and MONAI Label load
+    it as it is; ``models/modality_weights.pt`` holds the ``ModalityImportance`` state dict of the same moment. Both are
+    written atomically by :class:`AtomicCheckpointSaver`:
+
+    - with a ``validator``, whenever its key metric improves (the best-validation network);
+    - when training completes, if no validation wrote them during this run (no validation list, as in the paper
+      protocol, or no validation reached): the final network;
+    - never after an exception, so a failed run leaves no file that looks like a result.
+
+    Args:
+        save_dir: the bundle's ``models`` folder.
+        network: the network (data-parallel wrappers are unwrapped).
+        importance: the learned importance, or None to write the network only.
+        validator: the validation evaluator, or None to write the final network only.
+        model_filename: default :data:`MODEL_FILENAME`.
+        importance_filename: default :data:`IMPORTANCE_FILENAME`.
+
+    Raises:
+        PermissionError: when ``save_dir`` cannot be created or written.
+    """
+
+    def __init__(
+        self,
+        save_dir: PathLike,
+        network: nn.Module,
+        importance: nn.Module | None = None,
+        validator: Engine | None = None,
+        model_filename: str = MODEL_FILENAME,
+        importance_filename: str = IMPORTANCE_FILENAME,
+    ) -> None:
+        files = {model_filename: {"model": network}}
+        if importance is not None:
+            files[importance_filename] = {"modality_weights": importance}
+        self.validator = validator
+        self._best = [
+            AtomicCheckpointSaver(str(save_dir), objects, save_key_metric=True, key_metric_filename=filename)
+            for filename, objects in files.items()
+        ] if validator is not None else []
+        self._final = [
+            AtomicCheckpointSaver(str(save_dir), objects, save_final=True, final_filename=filename)
+            for filename, objects in files.items()
+        ]
+
+    def attach(self, engine: Engine) -> None:
+        """
+        Args:
+            engine: the trainer (the validator was given at construction).
+        """
+        for saver in self._best:
+            saver.attach(self.validator)
+        # CheckpointSaver.attach would also save on EXCEPTION_RAISED: only COMPLETED is wanted here.
+        for saver in self._final:
+            saver.logger = engine.logger
+        engine.add_event_handler(Events.COMPLETED, self._completed)
+
+    def _completed(self, engine: Engine) -> None:
+        if any(saver._key_metric_checkpoint.last_checkpoint is not None for saver in self._best):
+            return
+        for saver in self._final:
+            saver.completed(engine)

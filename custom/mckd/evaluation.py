@@ -32,7 +32,7 @@ from monai.inferers import Inferer
 from monai.transforms import Activations, AsDiscrete, Compose
 
 from mckd.availability import all_subsets, pack_available, read_available, subset_name, under_subsets
-from mckd.checkpoints import CheckpointError, load_objects
+from mckd.checkpoints import CheckpointError, load_deployable
 from mckd.progress import progress_bar
 from mckd.scoring import ConventionLike, score_regions, scoring_convention, voxel_spacing
 
@@ -78,23 +78,28 @@ def non_finite_entries(state: Any, prefix: str = "") -> list[str]:
 
 
 def load_checkpoint_for_scoring(
-    load_dict: Mapping[str, Any], path: Any, map_location: Any = None, strict: bool = True
+    network: torch.nn.Module,
+    path: Any,
+    importance: torch.nn.Module | None = None,
+    importance_path: Any = None,
+    map_location: Any = None,
 ) -> dict[str, Any]:
-    """Load ``path`` into ``load_dict`` with :func:`mckd.checkpoints.load_objects` and refuse a diverged run.
+    """Load the network (and its learned importance) with :func:`mckd.checkpoints.load_deployable`, refusing a
+    diverged run.
 
-    For the ``initialize`` list of an evaluation config. Every floating-point tensor of the checkpoint (network,
-    importance weights, optimiser state) must be finite: NaN or infinite values mean the run diverged, and such a
-    network predicts nothing, which the BraTS conventions score as Dice 1 on every case without that region.
+    For the ``initialize`` list of an evaluation config. Every floating-point tensor loaded must be finite: NaN or
+    infinite values mean the run diverged, and such a network predicts nothing, which the BraTS conventions score as
+    Dice 1 on every case without that region.
 
     Returns:
-        the loaded checkpoint dictionary.
+        the loaded state dicts, ``{"model": ..., "modality_weights": ...}``.
 
     Raises:
-        CheckpointError: see :func:`mckd.checkpoints.load_objects`; also when the checkpoint holds non-finite values,
-            naming the file and the first offending tensors.
+        CheckpointError: see :func:`mckd.checkpoints.load_deployable`; also when a loaded tensor holds non-finite
+            values, naming the file and the first offending tensors.
     """
-    checkpoint = load_objects(load_dict, path, map_location=map_location, strict=strict)
-    bad = non_finite_entries(checkpoint)
+    loaded = load_deployable(network, path, importance, importance_path, map_location=map_location)
+    bad = non_finite_entries(loaded)
     if bad:
         more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
         raise CheckpointError(
@@ -103,7 +108,7 @@ def load_checkpoint_for_scoring(
             "Evaluate an earlier checkpoint, or retrain with a lower learning rate or gradient clipping "
             "(max_grad_norm).",
         )
-    return checkpoint
+    return loaded
 
 
 def default_postprocessing(threshold: float = 0.5) -> Compose:

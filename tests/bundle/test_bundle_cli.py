@@ -33,7 +33,8 @@ def test_legacy_run_training_spelling_trains_with_command_line_overrides(bundle,
 
     final = torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)
     assert final["trainer"]["iteration"] == 2 and final["trainer"]["epoch_length"] == 2
-    assert not (tmp_path / "models" / "model.pt").exists()  # val_interval 5 > 1 epoch: no validation ran
+    # val_interval 5 > 1 epoch: no validation ran, so models/model.pt is the final network's state dict
+    assert set(torch.load(tmp_path / "models" / "model.pt", weights_only=True)) == set(final["model"])
 
 
 def test_two_process_torchrun_on_cpu_trains_and_only_rank0_writes_checkpoints(bundle, brats_data, tmp_path):
@@ -45,7 +46,9 @@ def test_two_process_torchrun_on_cpu_trains_and_only_rank0_writes_checkpoints(bu
     result = _run(command, cwd=bundle.root)
 
     models = sorted(p.name for p in (tmp_path / "models").iterdir())
-    assert models == ["last_checkpoint_epoch=1.pt", "model.pt", "model_final.pt"], result.stdout[-2000:]
+    assert models == [
+        "last_checkpoint_epoch=1.pt", "modality_weights.pt", "model.pt", "model_final.pt"
+    ], result.stdout[-2000:]
     final = torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)
     assert final["trainer"]["iteration"] == 2
     assert not any(k.startswith("module.") for k in final["model"])  # saved unwrapped from DDP

@@ -91,12 +91,13 @@ def test_training_runs_meta_rounds_and_writes_best_last_and_final_checkpoints(tr
     assert trained.state.iteration == 4 and trained.state.epoch == 2
     assert {"importance/FLAIR", "importance/T1", "importance/T1ce", "importance/T2"} <= set(trained.state.metrics)
     names = sorted(p.name for p in trained.models.iterdir())
-    assert names == ["last_checkpoint_epoch=2.pt", "model.pt", "model_final.pt"]
+    assert names == ["last_checkpoint_epoch=2.pt", "modality_weights.pt", "model.pt", "model_final.pt"]
     last = torch.load(trained.models / "last_checkpoint_epoch=2.pt", weights_only=True)
     assert set(last) == {"model", "optimizer", "lr_scheduler", "modality_weights", "meta_optimizer", "trainer"}
     assert last["trainer"]["iteration"] == 4
     best = torch.load(trained.models / "model.pt", weights_only=True)
-    assert set(best) == {"model", "modality_weights"}
+    assert set(best) == set(last["model"])  # the network's state dict alone
+    assert set(torch.load(trained.models / "modality_weights.pt", weights_only=True)) == {"w"}
     initial = ModalityImportance(len(MODALITIES), seed=999).w.detach()
     assert not torch.allclose(last["modality_weights"]["w"], initial), "the meta rounds did not move w"
     assert len(last["meta_optimizer"]["state"]) == 1  # Adam state of w only
@@ -245,7 +246,6 @@ def test_ckpt_export_gives_torchscript_that_runs_with_a_modality_subset(trained,
         ckpt_file=str(trained.models / "model.pt"),
         meta_file=str(bundle.configs / "metadata.json"),
         config_file=str(bundle.configs / "inference.json"),
-        key_in_ckpt="model",
         backbone="light",
     )
     scripted = torch.jit.load(str(target))
@@ -253,7 +253,7 @@ def test_ckpt_export_gives_torchscript_that_runs_with_a_modality_subset(trained,
     parser.read_config(bundle.config_files("inference.json"))
     parser["backbone"] = "light"
     network = parser.get_parsed_content("network_def")
-    network.load_state_dict(torch.load(trained.models / "model.pt", weights_only=True)["model"])
+    network.load_state_dict(torch.load(trained.models / "model.pt", weights_only=True))
     network.eval()
     image = torch.randn(1, 4, 32, 32, 32)
     flair_t2 = torch.tensor([[True, False, False, True]])

@@ -34,9 +34,9 @@ def test_a_checkpoint_with_nan_weights_is_refused_naming_file_and_tensor(tmp_pat
     state = net.state_dict()
     state["weight"][0, 0] = float("nan")
     torch.save({"model": state}, bad)
-    assert "model" in load_checkpoint_for_scoring({"model": torch.nn.Linear(2, 2)}, good)
+    assert "model" in load_checkpoint_for_scoring(torch.nn.Linear(2, 2), good)
     with pytest.raises(CheckpointError, match=r"diverged\.pt' holds NaN or infinite values in model\.weight \(1 of 4"):
-        load_checkpoint_for_scoring({"model": torch.nn.Linear(2, 2)}, bad)
+        load_checkpoint_for_scoring(torch.nn.Linear(2, 2), bad)
 
 
 class _NaNNet(torch.nn.Module):

@@ -16,7 +16,7 @@ from torch import nn
 
 from mckd import tables
 from mckd.availability import all_subsets, read_available, subset_name, under_subsets
-from mckd.checkpoints import CheckpointError, load_objects
+from mckd.checkpoints import CheckpointError, load_deployable
 from mckd.distillation import ModalityImportance
 from mckd.fileio import write_json_atomic, write_text_atomic
 
@@ -32,24 +32,21 @@ CSV_COLUMNS: tuple[str, ...] = ("inputs", "accuracy", "correct", "num_samples")
 def load_checkpoint(
     path: str | Path, network: nn.Module, importance: ModalityImportance | None, device: torch.device | str
 ) -> None:
-    """Load ``model`` (and ``modality_weights`` into ``importance`` when given) from a checkpoint of the bundle's training.
+    """Load the network (and its learned importance when ``importance`` is given) as the bundle's training wrote them.
 
-    Goes through :func:`mckd.checkpoints.load_objects` (``weights_only=True``, everything checked before anything is
-    loaded).
+    Goes through :func:`mckd.checkpoints.load_deployable`: ``path`` is ``models/model.pt`` (the network's state dict,
+    with ``modality_weights.pt`` beside it) or a training checkpoint with ``model`` and ``modality_weights`` entries.
 
     Raises:
         CheckpointError: naming the file, when it does not exist (with the command that produces it), is corrupted,
-            holds a pickled object, lacks the ``model`` / ``modality_weights`` entry or does not fit the network.
+            holds a pickled object, does not fit the network, or the importance is found in neither file.
     """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(
             path, "does not exist: train first (python -m monai.bundle run --config_file configs/train.json)."
         )
-    objects: dict[str, Any] = {"model": network}
-    if importance is not None:
-        objects["modality_weights"] = importance
-    load_objects(objects, path, map_location=device)
+    load_deployable(network, path, importance, map_location=device)
 
 
 class SubsetAccuracyReport:

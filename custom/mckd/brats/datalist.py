@@ -15,7 +15,7 @@ from typing import Any
 from monai.config import PathLike
 from monai.data import load_decathlon_datalist
 
-__all__ = ["DatalistError", "load_datalist"]
+__all__ = ["DatalistError", "EVALUATION_LIST_KEYS", "evaluation_list_key", "load_datalist"]
 
 
 class DatalistError(ValueError):
@@ -29,6 +29,10 @@ class DatalistError(ValueError):
         self.path = str(path)
         super().__init__(f"datalist '{self.path}': {message}")
 
+
+#: The labelled held-out lists evaluation scores by default, the first non-empty one: the published test list, else
+#: the validation list (k-fold, ratio splits).
+EVALUATION_LIST_KEYS: tuple[str, ...] = ("testing", "validation")
 
 #: Datalist item keys that hold input files.
 _FILE_KEYS: tuple[str, ...] = ("image", "label")
@@ -89,8 +93,14 @@ def _check_items(items: list[Any], path: Path, key: str, **checks: Any) -> None:
         raise DatalistError(path, f"'{key}': {'; '.join(problems[:5])}{more}.")
 
 
-def _read(path: Path, key: str) -> list[Any]:
-    """The list ``key`` of the datalist JSON ``path``, read as data only (no value is ever evaluated)."""
+def _lists(content: Mapping[str, Any]) -> str:
+    """The lists of a datalist with their sizes, e.g. ``training (280 cases), meta_validation (5 cases)``."""
+    sizes = [f"{key} ({len(value)} cases)" for key, value in content.items() if isinstance(value, list)]
+    return ", ".join(sizes) or "no lists"
+
+
+def _content(path: Path) -> Mapping[str, Any]:
+    """The datalist JSON ``path`` as data (no value is ever evaluated)."""
     if not path.is_file():
         raise DatalistError(path, "does not exist." if not path.exists() else "is not a file.")
     try:
@@ -100,9 +110,43 @@ def _read(path: Path, key: str) -> list[Any]:
     except json.JSONDecodeError as err:
         raise DatalistError(path, f"is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}.") from err
     if not isinstance(content, Mapping):
-        raise DatalistError(path, f"must be a JSON object with a '{key}' list, not a {type(content).__name__}.")
+        raise DatalistError(path, f"must be a JSON object of case lists, not a {type(content).__name__}.")
+    return content
+
+
+def evaluation_list_key(path: PathLike, key: str | None = None) -> str:
+    """The list of the datalist ``path`` that evaluation scores: ``key``, or by default the first non-empty list of
+    :data:`EVALUATION_LIST_KEYS`.
+
+    Raises:
+        DatalistError: when ``key`` is absent or empty, or (default) no evaluation list has a case, naming the lists
+            the file has. The paper's split has none: its held-out cases are the challenge's unlabelled validation set.
+    """
+    path = Path(path)
+    content = _content(path)
+    if key is not None:
+        if not content.get(key):
+            state = "is empty" if key in content else "is absent"
+            raise DatalistError(
+                path, f"list '{key}' {state}; it has {_lists(content)}. Choose one with --eval_list_key."
+            )
+        return key
+    for candidate in EVALUATION_LIST_KEYS:
+        if content.get(candidate):
+            return candidate
+    raise DatalistError(
+        path,
+        f"has no labelled held-out cases to evaluate ({' or '.join(map(repr, EVALUATION_LIST_KEYS))} list); it has "
+        f"{_lists(content)}. Name a list with --eval_list_key, or (paper split) predict the challenge's validation "
+        "cases with configs/inference.json and score them on the challenge portal.",
+    )
+
+
+def _read(path: Path, key: str) -> list[Any]:
+    """The list ``key`` of the datalist JSON ``path``, read as data only (no value is ever evaluated)."""
+    content = _content(path)
     if key not in content:
-        raise DatalistError(path, f"has no list '{key}' (it has {', '.join(map(str, content)) or 'no keys'}).")
+        raise DatalistError(path, f"has no list '{key}' (it has {_lists(content)}).")
     items = content[key]
     if not isinstance(items, list):
         raise DatalistError(path, f"'{key}' must be a list of cases, not a {type(items).__name__}.")
@@ -149,7 +193,9 @@ def load_datalist(
     path = Path(path)
     items = _read(path, key)
     if not items and not allow_empty:
-        raise DatalistError(path, f"'{key}' is empty; it needs at least one case.")
+        raise DatalistError(
+            path, f"'{key}' is empty; it needs at least one case (the file has {_lists(_content(path))})."
+        )
     _check_items(
         items,
         path,
