@@ -26,7 +26,16 @@ REPO = Path(__file__).resolve().parents[2]
 TORCH_REQUIREMENTS: tuple[str, ...] = ("torch==2.13.0", "torchvision==0.28.0")
 #: Installed second, with the torch pins repeated so pip never swaps torch. pydicom 3 breaks pydicom-seg, which
 #: MONAI Label 0.8.5 imports at start-up (``No module named 'pydicom._storage_sopclass_uids'``).
-MONAILABEL_REQUIREMENTS: tuple[str, ...] = (*TORCH_REQUIREMENTS, "monai==1.6.1", "monailabel==0.8.5", "pydicom==2.4.4")
+#: highdicom writes the DICOM SEG the app stores in the PACS (0.22 is the last release for pydicom 2); selenium drives
+#: the system Chromium (``/usr/bin/chromedriver``) that opens OHIF in the PACS test.
+MONAILABEL_REQUIREMENTS: tuple[str, ...] = (
+    *TORCH_REQUIREMENTS,
+    "monai==1.6.1",
+    "monailabel==0.8.5",
+    "pydicom==2.4.4",
+    "highdicom==0.22.0",
+    "selenium==4.40.0",
+)
 #: Longest time one pip step may take (a first install downloads about 5 GB and builds sam2 from source).
 PIP_TIMEOUT_S = 1800
 #: Longest wait for another process that is installing into the same environment.

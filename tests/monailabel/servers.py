@@ -44,7 +44,7 @@ class Server:
     """A running MONAI Label server and what it serves."""
 
     url: str
-    studies: Path
+    studies: Path | str
     log: Path
     info: dict
 
@@ -101,7 +101,8 @@ def metadata_labels(bundle: Path = BUNDLE) -> dict[str, int]:
     return {name.lower(): int(value) for value, name in channel_def.items() if name.lower() != "background"}
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that is free now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -138,10 +139,20 @@ def _wait_for_info(process: subprocess.Popen, url: str, log: Path) -> dict:
 
 
 @contextlib.contextmanager
-def running_server(python: Path, app: Path, studies: Path, conf: Mapping[str, str], log: Path) -> Iterator[Server]:
-    """MONAI Label on a free port of 127.0.0.1 serving ``app`` with ``--conf`` options; stopped on exit."""
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "custom"), str(REPO)]))
+def running_server(
+    python: Path,
+    app: Path,
+    studies: Path | str,
+    conf: Mapping[str, str],
+    log: Path,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
+    """MONAI Label on a free port of 127.0.0.1 serving ``app`` with ``--conf`` options; stopped on exit.
+
+    ``studies`` is a folder or a DICOMweb address; ``env`` adds environment variables (MONAI Label's settings).
+    """
+    port = free_port()
+    env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join([str(REPO / "custom"), str(REPO)]))
     command = [str(python), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies)]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     for key, value in conf.items():
