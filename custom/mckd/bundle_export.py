@@ -44,20 +44,27 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import importlib
 import importlib.resources
 import importlib.util
+import io
 import json
 import logging
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
+import tokenize
 from dataclasses import dataclass, field
 from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from mckd.fileio import write_text_atomic
+import torch
+
+from mckd.checkpoints import IMPORTANCE_FILENAME, MODEL_FILENAME, CheckpointError, load_checkpoint, load_objects
+from mckd.fileio import atomic_path, write_text_atomic
 
 __all__ = [
     "VENDORED_PACKAGES",
@@ -85,8 +92,21 @@ VENDORED_PACKAGES: tuple[str, ...] = ("mckd", "data_prep")
 DEFAULT_EXTRA_MODULES: tuple[str, ...] = ("data_prep.brats", "mckd.ckpt_export", "mckd.onnx_export")
 #: Name of the bundle's custom-code package (model-zoo convention).
 SCRIPTS = "scripts"
-#: The model zoo's black / flake8 line length (its ``pyproject.toml`` and ``setup.cfg``).
+#: The model zoo's code-format settings (facts from its ``setup.cfg``, ``pyproject.toml`` and ``runtests.sh
+#: --codeformat``), which its CI checks on every Python file of the repository: line length 120 everywhere; black for
+#: Python 3.7-3.9 with ``--skip-magic-trailing-comma``; isort with the black profile and only ``models`` first party
+#: (so a bundle's ``scripts`` package sorts with the third-party imports); flake8 with the plugins below.
 ZOO_LINE_LENGTH = 120
+ZOO_BLACK_TARGETS: tuple[str, ...] = ("PY37", "PY38", "PY39")
+ZOO_ISORT: dict[str, Any] = {"profile": "black", "line_length": ZOO_LINE_LENGTH, "known_first_party": ("models",)}
+ZOO_FLAKE8: dict[str, Any] = {
+    "select": ("B", "C", "E", "F", "N", "P", "T4", "W", "B9"),
+    "ignore": ("E203", "E501", "E741", "W503", "W504", "C408", "N812", "B023", "B905", "B028", "B907", "C419"),
+    "per_file_ignores": "__init__.py:F401,__main__.py:F401",
+}
+#: The flake8 plugins of the zoo's development requirements (import names of flake8-bugbear, flake8-comprehensions,
+#: flake8-executable and pep8-naming; pinned in this package's ``zoo`` extra).
+_ZOO_FLAKE8_PLUGINS = ("bugbear", "flake8_comprehensions", "flake8_executable", "pep8ext_naming")
 #: Folders and files of a working bundle that never go into an export.
 _SKIPPED_NAMES = frozenset({"models", "eval", "runs", "__pycache__", ".gitignore", SCRIPTS})
 #: Third-party distributions every zoo environment has (MONAI and its core requirements).
@@ -95,7 +115,9 @@ _CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 _REFERENCE = re.compile(r"(?<![\w.])((?:%s)(?:\.[A-Za-z_]\w*)+)" % "|".join(VENDORED_PACKAGES))
 _PREFIX = re.compile(r"(?<![\w.])(%s)(?=[.\s]|$)" % "|".join(VENDORED_PACKAGES))
 #: Where the shipped weights go in the export (the model zoo's ``models/model.pt``).
-WEIGHTS_PATH = "models/model.pt"
+WEIGHTS_PATH = f"models/{MODEL_FILENAME}"
+#: Where the learned importance goes in the export, beside the weights.
+IMPORTANCE_PATH = f"models/{IMPORTANCE_FILENAME}"
 
 
 class ExportError(ValueError):
@@ -114,6 +136,8 @@ class ExportResult:
         optional: third-party distributions the vendored code imports only on request (inside functions or through
             ``optional_import``) that the metadata does not pin: optional extras.
         unit_test: the written model-zoo style unit test, or None when this package has none for the bundle.
+        unit_tests: every written model-zoo style unit test (the single-process one first, then ``_dist``).
+        waived: the zoo's flake8 findings waived in the vendored code with ``# noqa`` (``file:line codes``).
     """
 
     out: Path
@@ -122,6 +146,8 @@ class ExportResult:
     unpinned: list[str] = field(default_factory=list)
     optional: list[str] = field(default_factory=list)
     unit_test: Path | None = None
+    unit_tests: list[Path] = field(default_factory=list)
+    waived: list[str] = field(default_factory=list)
 
 
 def _module_file(name: str) -> Path | None:
@@ -285,18 +311,111 @@ def _unpinned(modules: Iterable[str], pinned: set[str]) -> list[str]:
     return sorted(missing)
 
 
+def _require(module: str) -> Any:
+    """Import a code-format tool the export needs, or fail with the install command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ExportError(f"the model-zoo export needs {module}, a dependency of mckd: pip install -e .") from err
+
+
 def format_python(source: str) -> str:
-    """``source`` formatted as the model zoo's code-format check expects (black, line length 120, Python 3.10+).
+    """``source`` formatted as the model zoo's code-format check expects: isort, then black (see :data:`ZOO_ISORT`,
+    :data:`ZOO_BLACK_TARGETS`; magic trailing commas skipped, as its ``runtests.sh`` does).
 
     Raises:
-        ExportError: when black is not installed (``pip install black``).
+        ExportError: when isort or black is not installed.
     """
-    try:
-        import black  # noqa: PLC0415 - a development tool, needed only by the export
-    except ImportError as err:
-        raise ExportError("formatting the vendored code needs black: pip install black") from err
-    mode = black.Mode(line_length=ZOO_LINE_LENGTH, target_versions={black.TargetVersion.PY310})
-    return black.format_str(source, mode=mode)
+    isort, black = _require("isort"), _require("black")
+    # no source paths: only ``models`` is first party, whatever the current folder holds (as at the zoo's root)
+    sorted_source = isort.code(source, config=isort.Config(**ZOO_ISORT, src_paths=()))
+    targets = {getattr(black.TargetVersion, name) for name in ZOO_BLACK_TARGETS}
+    mode = black.Mode(line_length=ZOO_LINE_LENGTH, target_versions=targets, magic_trailing_comma=False)
+    return black.format_str(sorted_source, mode=mode)
+
+
+def zoo_flake8_arguments() -> list[str]:
+    """Options that run flake8 with the model zoo's settings (:data:`ZOO_FLAKE8`), ignoring any config file."""
+    return [
+        "--isolated",
+        f"--select={','.join(ZOO_FLAKE8['select'])}",
+        f"--ignore={','.join(ZOO_FLAKE8['ignore'])}",
+        f"--max-line-length={ZOO_LINE_LENGTH}",
+        f"--per-file-ignores={ZOO_FLAKE8['per_file_ignores']}",
+    ]
+
+
+def _flake8_findings(root: Path) -> dict[Path, dict[int, set[str]]]:
+    """flake8 findings (zoo settings and plugins) of the Python files under ``root``: file -> line -> codes.
+
+    Raises:
+        ExportError: when flake8 or one of the zoo's plugins is missing, or flake8 itself fails.
+    """
+    for module in _ZOO_FLAKE8_PLUGINS:
+        _require(module)
+    command = [sys.executable, "-m", "flake8", *zoo_flake8_arguments(), "--format=%(path)s\t%(row)d\t%(code)s", "."]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    if result.returncode not in (0, 1) or result.stderr.strip():
+        raise ExportError(f"flake8 failed on the export: {result.stderr.strip()[-2000:]}")
+    findings: dict[Path, dict[int, set[str]]] = {}
+    for line in result.stdout.splitlines():
+        path, row, code = line.split("\t")
+        findings.setdefault((root / path).resolve(), {}).setdefault(int(row), set()).add(code)
+    return findings
+
+
+def _line_ends(source: str) -> set[int]:
+    """Lines of ``source`` that end outside a string literal, where a ``# noqa`` comment can be appended."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return {tok.start[0] for tok in tokens if tok.type in (tokenize.NEWLINE, tokenize.NL)}
+
+
+def waive_lint(source: str, findings: Mapping[int, set[str]]) -> str:
+    """``source`` with ``# noqa: <codes>`` appended to the lines of ``findings`` (line -> flake8 codes).
+
+    Raises:
+        ExportError: when such a line ends inside a string literal (no comment can be appended there).
+    """
+    lines = source.splitlines(keepends=True)
+    ends = _line_ends(source)
+    for row, codes in sorted(findings.items()):
+        if row not in ends:
+            raise ExportError(f"line {row} ({', '.join(sorted(codes))}) ends inside a string; cannot waive it.")
+        text = lines[row - 1].rstrip("\n")
+        match = re.search(r"#\s*noqa:\s*([\w, ]+)$", text)
+        if match:
+            codes = codes | {c.strip() for c in match.group(1).split(",") if c.strip()}
+            text = text[: match.start()].rstrip()
+        lines[row - 1] = f"{text}  # noqa: {', '.join(sorted(codes))}\n"
+    return "".join(lines)
+
+
+def _lint_vendored(out: Path, rounds: int = 3) -> list[str]:
+    """Waive the zoo's flake8 findings in the vendored code (line by line, ``# noqa``); return them as text.
+
+    The vendored modules are this package's code, checked by its own settings; the zoo's plugins (bugbear's opinionated
+    B0xx/B9xx checks, naming) flag style choices there. Findings outside ``scripts/`` (the unit tests) are not waived.
+    A waived line that black then splits moves its finding, hence a few rounds.
+
+    Raises:
+        ExportError: for a finding outside ``scripts/``, or one still there after ``rounds`` rounds.
+    """
+    waived: list[str] = []
+    scripts, root = (out / SCRIPTS).resolve(), out.resolve()
+    for _ in range(rounds):
+        findings = _flake8_findings(out)
+        if not findings:
+            return waived
+        for path, lines in sorted(findings.items()):
+            where = ", ".join(f"{path.relative_to(root)}:{row} {','.join(sorted(c))}" for row, c in lines.items())
+            if scripts not in path.parents:
+                raise ExportError(f"the export fails the model zoo's flake8 check: {where}")
+            write_text_atomic(path, format_python(waive_lint(path.read_text(encoding="utf-8"), lines)))
+            waived.append(where)
+    left = _flake8_findings(out)
+    if left:
+        raise ExportError(f"the export still fails the model zoo's flake8 check after waiving: {left}")
+    return waived
 
 
 def merge_overlays(base_text: str, overlay_texts: Sequence[str]) -> str:
@@ -366,6 +485,114 @@ def _validate_metadata(meta: dict, schema_dirs: Sequence[Path]) -> None:
         raise ExportError(f"the exported metadata does not validate against {schema_file}: {err.message}") from err
 
 
+#: The sections of the model zoo's README template (``docs/readme_template.md``), in its order, each with the
+#: model-card sections (``##`` titles, lower case) that fill it; the first fills its body, the others follow as
+#: ``#### **Title**`` subsections, as the template asks for additional sections. A model-card section named nowhere
+#: here stops the export, so that nothing is dropped unnoticed.
+README_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Model Description", ("model overview", "what the model does", "training configuration")),
+    ("Data", ("data",)),
+    ("Performance", ("performance",)),
+    ("Additional Usage Steps", ("commands",)),
+    ("System Configuration", ("hardware and training time",)),
+    ("Limitations", ("license", "licence")),
+    ("References", ("references",)),
+)
+#: Template sections without "(Optional)": always written.
+_README_REQUIRED = frozenset({"Model Description", "Data", "Performance", "System Configuration"})
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)(\s+\"[^\"]*\")?\)")
+_EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|#)", re.I)
+
+
+def _card_sections(text: str) -> tuple[str, dict[str, tuple[str, str]]]:
+    """A model card's preamble (before the first ``##``) and its ``##`` sections: lower-case title -> (title, body).
+
+    Headings inside code blocks are text; ``###`` headings become ``#### **...**`` (the template's subsection style).
+    """
+    preamble: list[str] = []
+    sections: dict[str, tuple[str, list[str]]] = {}
+    current, fenced = preamble, False
+    for line in text.splitlines():
+        fenced ^= bool(_FENCE.match(line))
+        if not fenced and line.startswith("## "):
+            title = line[3:].strip()
+            current = []
+            sections[title.lower()] = (title, current)
+        elif not fenced and re.match(r"^#{3,} ", line):
+            current.append(f"#### **{line.lstrip('#').strip()}**")
+        elif not fenced and line.startswith("# "):
+            continue  # the title comes from the metadata
+        else:
+            current.append(line)
+    return "\n".join(preamble).strip(), {k: (t, "\n".join(b).strip()) for k, (t, b) in sections.items()}
+
+
+def unlink_outside(text: str, readme: Path, root: Path) -> str:
+    """``text`` (Markdown at ``readme``) with every relative link whose target is not a file or folder inside ``root``
+    replaced by its text; web links and in-page anchors are kept."""
+
+    def replace(match: re.Match) -> str:
+        target = match.group(3).split("#")[0]
+        if _EXTERNAL.match(match.group(3)):
+            return match.group(0)
+        resolved = (readme.parent / target).resolve()
+        inside = resolved == root or root in resolved.parents
+        return match.group(0) if inside and resolved.exists() else match.group(2)
+
+    return _LINK.sub(replace, text)
+
+
+def _readme_tags(meta: Mapping[str, Any]) -> list[str]:
+    """Tags of the README from the metadata: the input modalities, the task kind and the method."""
+    formats = meta.get("network_data_format", {})
+    modalities = [v.get("modality") for v in formats.get("inputs", {}).values() if v.get("modality")]
+    kinds = {"segmentation": "Segmentation", "classes": "Classification", "labels": "Segmentation"}
+    outputs = [kinds.get(v.get("format", "")) for v in formats.get("outputs", {}).values()]
+    tags = list(dict.fromkeys([*modalities, *(o for o in outputs if o)]))
+    return tags + ["Multi-modal", "Missing modalities", "Knowledge distillation", "MCKD"]
+
+
+def render_readme(card: str, meta: Mapping[str, Any], bundle_name: str, unit_tests: Sequence[str]) -> str:
+    """The model card ``card`` in the shape of the model zoo's README template (:data:`README_SECTIONS`).
+
+    Title, authors and tags come from the metadata, the limitations open with its ``intended_use``; the usage steps
+    end with the zoo's unit-test commands for ``unit_tests`` (file names). Dotted paths of the vendored packages are
+    pointed at ``scripts.``; links are left for :func:`unlink_outside`.
+
+    Raises:
+        ExportError: when the card has a ``##`` section that no template section takes.
+    """
+    preamble, sections = _card_sections(card)
+    taken = {name for _, names in README_SECTIONS for name in names}
+    unknown = [title for key, (title, _) in sections.items() if key not in taken]
+    if unknown:
+        raise ExportError(
+            f"the model card's sections {unknown} have no place in the zoo README; add them to README_SECTIONS."
+        )
+    lines = [f"# {meta.get('name', bundle_name)}", "", "### **Authors**", str(meta.get("authors", "")), ""]
+    lines += ["### **Tags**", ", ".join(_readme_tags(meta)), ""]
+    for heading, names in README_SECTIONS:
+        parts = [preamble] if heading == "Model Description" and preamble else []
+        if heading == "Limitations" and meta.get("intended_use"):
+            parts.append(str(meta["intended_use"]))
+        for name in names:
+            if name in sections:
+                title, body = sections[name]
+                parts.append(body if not parts and heading != "Limitations" else f"#### **{title}**\n{body}")
+        if heading == "Additional Usage Steps" and unit_tests:
+            commands = [f"python ci/unit_tests/runner.py --b {bundle_name}"]
+            if any(name.endswith("_dist.py") for name in unit_tests):
+                commands.append(f"torchrun ci/unit_tests/runner.py --b {bundle_name} --dist True")
+            parts.append(
+                "#### **Unit tests**\nIn the model zoo (this bundle's `ci/unit_tests/` files copied to the zoo's "
+                "`ci/unit_tests/`), from the zoo's root:\n```bash\n" + "\n".join(commands) + "\n```"
+            )
+        if parts or heading in _README_REQUIRED:
+            lines += [f"## **{heading}**", "\n\n".join(parts) or "Not stated in the model card.", ""]
+    return rewrite_config_text("\n".join(lines).rstrip() + "\n")
+
+
 def _copy_bundle(bundle: Path, out: Path) -> None:
     def ignore(folder: str, names: list[str]) -> set[str]:
         top = Path(folder) == bundle
@@ -423,28 +650,60 @@ def _read_overlays(bundle: Path, overlays: Sequence[str | Path]) -> list[str]:
     return texts
 
 
-def _check_weights(weights: Path, inference_text: str) -> None:
-    """Load ``weights`` strictly into the network the (merged) inference config builds.
+def deployable_weights(weights: Path, inference_text: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The network state dict and learned importance to ship, from a weights file, checked against the exported
+    inference config.
+
+    ``weights`` is either the network's plain state dict (``models/model.pt`` as training writes it) or a checkpoint
+    with a ``model`` entry (``model_final.pt``, or ``model.pt`` of earlier releases). The importance (state dict of
+    ``ModalityImportance``) is the checkpoint's ``modality_weights`` entry, else :data:`IMPORTANCE_FILENAME` beside
+    ``weights`` when it exists, else None.
 
     Raises:
-        ExportError: when the file cannot be read or does not fit that network, with the checkpoint's message.
+        ExportError: when a file cannot be read, the network does not load strictly into the config's ``network_def``,
+            or the importance is not a ``ModalityImportance`` of the config's number of modalities.
     """
     from monai.bundle import ConfigParser  # noqa: PLC0415 - needed only when weights are shipped
 
-    from mckd.checkpoints import CheckpointError, load_objects  # noqa: PLC0415
+    from mckd.distillation import ModalityImportance  # noqa: PLC0415
 
     parser = ConfigParser(json.loads(inference_text))
     try:
-        load_objects({"model": parser.get_parsed_content("network_def")}, weights, map_location="cpu")
+        checkpoint = load_objects({"model": parser.get_parsed_content("network_def")}, weights, map_location="cpu")
     except CheckpointError as err:
         raise ExportError(f"the weights do not fit the exported inference config's network_def: {err}") from err
+    beside = weights.parent / IMPORTANCE_FILENAME
+    try:
+        importance = checkpoint.get("modality_weights")
+        if importance is None and beside.is_file():
+            importance = load_checkpoint(beside, map_location="cpu")
+        if importance is None:
+            return checkpoint["model"], None
+        source = weights if "modality_weights" in checkpoint else beside
+        size = parser.get_parsed_content("num_modalities") if "num_modalities" in parser else None
+        w = importance.get("w") if isinstance(importance, Mapping) else None
+        if not isinstance(w, torch.Tensor) or (size is not None and w.numel() != size):
+            raise ExportError(f"'{source}' is not the importance of a {size or 'any'}-modality model (no fitting 'w').")
+        load_objects({"modality_weights": ModalityImportance(w.numel())}, source, map_location="cpu")
+    except CheckpointError as err:
+        raise ExportError(f"the learned importance cannot be shipped: {err}") from err
+    return checkpoint["model"], dict(importance)
 
 
-def _ship_weights(weights: Path, url: str, out: Path) -> None:
-    """Copy the weights to ``out/models/model.pt`` and list them in ``out/large_files.yml`` with their SHA-256."""
+def _ship_weights(state: Mapping[str, Any], importance: Mapping[str, Any] | None, url: str, out: Path) -> None:
+    """Write the network's plain state dict to ``out/models/model.pt`` (listed in ``out/large_files.yml`` with its
+    SHA-256) and the learned importance, when there is one, to ``out/models/modality_weights.pt``.
+
+    The importance (one float per modality, under 1 KB) ships inside the bundle rather than as a large file: it needs no
+    download address of its own and always arrives with the bundle's configs that read it.
+    """
     target = out / WEIGHTS_PATH
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(weights, target)
+    with atomic_path(target) as partial:
+        torch.save(dict(state), partial)
+    if importance is not None:
+        with atomic_path(out / IMPORTANCE_PATH) as partial:
+            torch.save(dict(importance), partial)
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     entry = {"path": WEIGHTS_PATH, "url": url, "hash_val": digest, "hash_type": "sha256"}
     write_text_atomic(out / "large_files.yml", large_files_yaml([entry]))
@@ -464,14 +723,31 @@ def _write_configs(texts: Mapping[str, str], out: Path, inference_text: str | No
     return written
 
 
-def _write_unit_test(bundle_name: str, out: Path) -> Path | None:
-    """Write this package's model-zoo style unit test for ``bundle_name`` into ``out/ci/unit_tests``, if it has one."""
-    template = importlib.resources.files("mckd") / "templates" / f"test_{bundle_name}.py"
-    if not template.is_file():
-        return None
-    target = out / "ci" / "unit_tests" / f"test_{bundle_name}.py"
-    write_text_atomic(target, format_python(template.read_text(encoding="utf-8")))
-    return target
+def _write_unit_tests(bundle_name: str, out: Path) -> list[Path]:
+    """Write this package's model-zoo style unit tests for ``bundle_name`` (``test_<bundle>.py`` and the multi-GPU
+    ``test_<bundle>_dist.py``, those it has) into ``out/ci/unit_tests``; return the written files."""
+    written = []
+    for name in (f"test_{bundle_name}.py", f"test_{bundle_name}_dist.py"):
+        template = importlib.resources.files("mckd") / "templates" / name
+        if template.is_file():
+            target = out / "ci" / "unit_tests" / name
+            write_text_atomic(target, format_python(template.read_text(encoding="utf-8")))
+            written.append(target)
+    return written
+
+
+def _write_readme(bundle: Path, out: Path, meta: Mapping[str, Any], unit_tests: Sequence[str]) -> None:
+    """Write ``out/docs/README.md``: the bundle's model card in the zoo template's shape, no link leaving the bundle.
+
+    Raises:
+        ExportError: when the bundle has no ``docs/README.md`` or the card does not fit the template.
+    """
+    card = bundle / "docs" / "README.md"
+    if not card.is_file():
+        raise ExportError(f"the bundle has no model card {card}; the model zoo needs docs/README.md.")
+    readme = out / "docs" / "README.md"
+    text = render_readme(card.read_text(encoding="utf-8"), meta, bundle.name, unit_tests)
+    write_text_atomic(readme, unlink_outside(text, readme, out.resolve()))
 
 
 def _export_metadata(text: str, eval_report: Path | None, schema_dirs: Sequence[Path]) -> dict:
@@ -526,8 +802,7 @@ def export_bundle(
     dirs = [Path(d) for d in schema_dirs] if schema_dirs is not None else [bundle.parent, bundle]
     meta = _export_metadata(texts["metadata.json"], Path(eval_report) if eval_report else None, dirs)
     closure = import_closure(config_module_references(texts.values()) | set(extra_modules))
-    if weights is not None:
-        _check_weights(Path(weights), inference or texts["inference.json"])
+    shipped = deployable_weights(Path(weights), inference or texts["inference.json"]) if weights is not None else None
 
     # built in a hidden sibling folder and renamed at the end: a failed export leaves no half-written bundle
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)) / out.name
@@ -538,14 +813,19 @@ def export_bundle(
         # free-text fields name commands too (``python -m data_prep.brats``)
         metadata = rewrite_config_text(json.dumps(meta, indent=4)) + "\n"
         write_text_atomic(staging / "configs" / "metadata.json", metadata)
-        if weights is not None:
-            _ship_weights(Path(weights), str(weights_url), staging)
-        unit_test = _write_unit_test(bundle.name, staging)
+        if shipped is not None:
+            _ship_weights(*shipped, str(weights_url), staging)
+        unit_tests = _write_unit_tests(bundle.name, staging)
+        _write_readme(bundle, staging, meta, [p.name for p in unit_tests])
+        waived = _lint_vendored(staging)
         staging.rename(out)
     finally:
         shutil.rmtree(staging.parent, ignore_errors=True)
-    result = ExportResult(out=out, modules=list(closure), configs=configs)
-    result.unit_test = out / unit_test.relative_to(staging) if unit_test else None
+    result = ExportResult(out=out, modules=list(closure), configs=configs, waived=waived)
+    result.unit_tests = [out / p.relative_to(staging) for p in unit_tests]
+    result.unit_test = result.unit_tests[0] if result.unit_tests else None
+    for where in waived:
+        logger.warning("vendored code waived from the zoo's flake8 plugins (# noqa): %s", where)
     _check_pins(result, sources, meta)
     return result
 

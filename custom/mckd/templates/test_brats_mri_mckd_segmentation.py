@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from monai.bundle import ConfigWorkflow
 
 BUNDLE_NAME = "brats_mri_mckd_segmentation"
@@ -75,17 +76,22 @@ def _run(workflow: ConfigWorkflow) -> None:
     workflow.finalize()
 
 
+def write_dataset(folder: Path, rng: np.random.Generator, cases: int = 8) -> Path:
+    """Synthetic cases under ``folder/cases`` and their datalist (``folder/datalist.json``, 25% for validation, as
+    ``scripts.data_prep.brats`` splits them); return ``folder``, the ``dataset_dir`` of the train configs."""
+    for i in range(cases):
+        _write_case(folder / "cases" / f"case_{i}", f"case_{i}", rng)
+    command = [sys.executable, "-m", "scripts.data_prep.brats", "--root", str(folder / "cases")]
+    command += ["--out", str(folder / "datalist.json"), "--split", "ratio:0.25"]
+    subprocess.run(command, cwd=BUNDLE_ROOT, check=True)
+    return folder
+
+
 class TestBratsMCKDSegmentation(unittest.TestCase):
     def setUp(self) -> None:
         sys.path.insert(0, str(BUNDLE_ROOT))  # the bundle's ``scripts`` package, as the zoo's runner does
         self.work = Path(tempfile.mkdtemp())
-        self.dataset_dir = self.work / "data"
-        rng = np.random.default_rng(0)
-        for i in range(8):
-            _write_case(self.dataset_dir / "cases" / f"case_{i}", f"case_{i}", rng)
-        command = [sys.executable, "-m", "scripts.data_prep.brats", "--root", str(self.dataset_dir / "cases")]
-        command += ["--out", str(self.dataset_dir / "datalist.json"), "--split", "ratio:0.25"]
-        subprocess.run(command, cwd=BUNDLE_ROOT, check=True)
+        self.dataset_dir = write_dataset(self.work / "data", np.random.default_rng(0))
 
     def tearDown(self) -> None:
         sys.path.remove(str(BUNDLE_ROOT))
@@ -94,7 +100,10 @@ class TestBratsMCKDSegmentation(unittest.TestCase):
     def test_train_evaluate_and_infer_configs(self) -> None:
         output = {"bundle_root": str(self.work / "run"), "dataset_dir": str(self.dataset_dir)}
         _run(_workflow(TRAIN_CONFIGS, "train", **output, **SMALL_TRAIN))
-        self.assertTrue(os.path.isfile(self.work / "run" / "models" / "model.pt"))
+        # the deployable network is a plain state dict (what ckpt_export reads), its learned importance beside it
+        state = torch.load(self.work / "run" / "models" / "model.pt", map_location="cpu", weights_only=True)
+        self.assertFalse([key for key in state if key in ("model", "modality_weights")])
+        self.assertTrue(os.path.isfile(self.work / "run" / "models" / "modality_weights.pt"))
 
         _run(_workflow((*TRAIN_CONFIGS, "evaluate.json"), "train", **output, **SMALL_TRAIN))
         self.assertTrue(os.path.isfile(self.work / "run" / "eval" / "evaluation_summary.json"))
@@ -102,7 +111,11 @@ class TestBratsMCKDSegmentation(unittest.TestCase):
         predictions = self.work / "predictions"
         case_dir = self.dataset_dir / "cases" / "case_0"
         infer = {"dataset_dir": str(case_dir), "output_dir": str(predictions), "backbone": "light"}
-        _run(_workflow(("inference.json",), "infer", bundle_root=output["bundle_root"], sw_roi_size=[32, 32, 32], **infer))
+        _run(
+            _workflow(
+                ("inference.json",), "infer", bundle_root=output["bundle_root"], sw_roi_size=[32, 32, 32], **infer
+            )
+        )
         self.assertTrue(os.path.isfile(predictions / "case_0_seg.nii.gz"))
 
 
