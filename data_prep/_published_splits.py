@@ -22,7 +22,7 @@ from mckd.brats.protocols import PublishedSplit, published_split
 
 from ._brats_splits import meta_validation_from
 
-__all__ = ["PublishedSplitError", "PublishedAssignment", "assign_published"]
+__all__ = ["PublishedSplitError", "PublishedAssignment", "select_listed", "assign_published"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,35 @@ def _check_listed(
             f"--split {proto.name}: {len(faults)} of the {len(set(listed))} {proto.release} cases it lists are missing "
             f"or unusable: {_named(faults)}"
         )
+
+
+def select_listed(name: str, found: Sequence[str], unreadable: Sequence[str] = ()) -> tuple[set[str], list[str]]:
+    """Before any case is read: the listed cases among those found, and the found cases the lists do not name.
+
+    Args:
+        name: a protocol of :data:`mckd.brats.protocols.PROTOCOLS`.
+        found: ids of the cases discovery found.
+        unreadable: ids of the cases discovery reported problems for (present, so not "missing").
+
+    Raises:
+        PublishedSplitError: naming every listed case that is not in the folder at all.
+    """
+    split = published_split(name)
+    listed = list(dict.fromkeys(case_id for ids in split.lists().values() for case_id in ids))
+    present = set(found) | set(unreadable)
+    missing = [case_id for case_id in listed if case_id not in present]
+    if missing:
+        raise PublishedSplitError(
+            f"--split {name}: {len(missing)} of the {len(listed)} {split.protocol.release} cases it lists are missing "
+            f"from the folder: {_named(missing)}"
+        )
+    chosen = set(listed)
+    left_out = list(dict.fromkeys(case_id for case_id in found if case_id not in chosen))
+    if left_out:
+        logger.warning(
+            "%d case(s) are not in the %s lists and are left out: %s", len(left_out), name, _named(left_out)
+        )
+    return chosen, left_out
 
 
 def assign_published(

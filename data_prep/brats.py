@@ -48,7 +48,7 @@ from mckd.fileio import ensure_not_input, write_json_atomic
 
 from ._brats_resample import resample_case
 from ._brats_splits import SplitSpec, split_cases
-from ._published_splits import assign_published
+from ._published_splits import PublishedSplitError, assign_published, select_listed
 
 __all__ = ["EXIT_OK", "EXIT_STRICT", "EXIT_USAGE", "PreparationError", "Preparation", "prepare_datalist", "main"]
 
@@ -370,6 +370,8 @@ def prepare_datalist(
     layout, cases, found_problems = _find(root, layout)
     copies = Path(resampled_dir) if resampled_dir is not None else out.parent / "resampled"
     _check_outputs(out, root, cases, resample_to, copies)
+    if spec.kind == "published":
+        cases, found_problems = _listed_only(spec, cases, found_problems)
     if resample_to is not None:
         cases, failed = _resample_all(cases, resample_to, copies, jobs)
         found_problems = [*found_problems, *failed]
@@ -407,6 +409,21 @@ def _parse_split(split: str, jobs: int) -> SplitSpec:
         return SplitSpec.parse(split)
     except ValueError as err:
         raise PreparationError(str(err), EXIT_USAGE) from err
+
+
+def _listed_only(
+    spec: SplitSpec, cases: Sequence[Case], problems: Sequence[CaseError]
+) -> tuple[list[Case], list[CaseError]]:
+    """The cases (and discovery problems) a published protocol lists, before any case is read.
+
+    Raises:
+        PreparationError: (usage) naming the listed cases absent from the folder.
+    """
+    try:
+        listed, _ = select_listed(spec.protocol, [c.case_id for c in cases], [p.case_id for p in problems])
+    except PublishedSplitError as err:
+        raise PreparationError(str(err), EXIT_USAGE) from err
+    return [c for c in cases if c.case_id in listed], [p for p in problems if p.case_id in listed]
 
 
 def _check_outputs(out: Path, root: Path, cases: Sequence[Case], resample_to: str | None, copies: Path) -> None:

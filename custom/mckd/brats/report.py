@@ -9,6 +9,10 @@ Rows follow the order usual in the missing-modality literature (HeMIS / RobustSe
 FLAIR+T1+T1ce; FLAIR+T1+T2; FLAIR+T1ce+T2; T1+T1ce+T2; all four. ``order="evaluation"`` keeps the evaluator's order
 (:func:`mckd.availability.all_subsets`: singles, pairs, triples, all, each in modality order). Subsets that are not in
 the literature list (or results over a different number of modalities) follow in evaluation order.
+
+Given a published protocol (``protocol="rfnet2018:1"`` ..., :mod:`mckd.brats.protocols`), the report adds the
+protocol's headline beside the peers' published numbers and what makes them comparable or not
+(:mod:`mckd.brats.protocol_report`), and writes it as ``<prefix>_protocol.json`` too.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from monai.config import PathLike
 
 from mckd import tables
 from mckd.brats.conventions import MODALITIES, MODALITY_DISPLAY_NAMES, REGION_DISPLAY_NAMES
+from mckd.brats.protocol_report import ProtocolScore, protocol_markdown, read_availability, score_protocol
+from mckd.brats.protocols import published_split
 from mckd.evaluation import CaseSlice, SubsetEvaluator, SubsetResults
 from mckd.fileio import atomic_path, write_json_atomic, write_text_atomic
 
@@ -158,13 +164,18 @@ def _importance_table(results: SubsetResults) -> str:
 
 
 def markdown_report(
-    results: SubsetResults, order: str = "literature", title: str = "Missing-modality evaluation"
+    results: SubsetResults,
+    order: str = "literature",
+    title: str = "Missing-modality evaluation",
+    protocol: ProtocolScore | None = None,
 ) -> str:
-    """The full Markdown report: table, learned importance weights and the scoring conventions."""
+    """The full Markdown report: table, learned importance weights, the scoring conventions, and the protocol section
+    (the headline beside the peers' numbers) when a protocol score is given."""
+    section = "" if protocol is None else "\n" + protocol_markdown(protocol, results.region_names)
     return (
         f"# {title}\n\n{convention_header(results)}\n{markdown_table(results, order)}\n{_extra_table(results, order)}"
         f"## Learned importance weights\n\n{_importance_table(results)}\n"
-        f"## Conventions\n\n{_conventions_paragraph(results, order)}"
+        f"## Conventions\n\n{_conventions_paragraph(results, order)}{section}"
     )
 
 
@@ -286,15 +297,19 @@ def _overlay(results: SubsetResults, target: Path, order: str) -> None:
 
 
 def write_report(
-    results: SubsetResults, output_dir: PathLike, order: str = "literature", prefix: str = "evaluation"
+    results: SubsetResults,
+    output_dir: PathLike,
+    order: str = "literature",
+    prefix: str = "evaluation",
+    protocol: ProtocolScore | None = None,
 ) -> dict[str, Path]:
     """Write ``<prefix>_per_case.csv``, ``<prefix>_summary.csv``, ``<prefix>.md``, ``<prefix>_dice.png``,
-    ``<prefix>_hd95.png``, ``<prefix>_overlay.png`` (when the results kept slices) and ``<prefix>_summary.json``
-    into ``output_dir``, each atomically.
+    ``<prefix>_hd95.png``, ``<prefix>_overlay.png`` (when the results kept slices), ``<prefix>_summary.json`` and,
+    with a protocol score, ``<prefix>_protocol.json`` into ``output_dir``, each atomically.
 
     Returns:
         The written paths keyed ``"csv"``, ``"summary_csv"``, ``"markdown"``, ``"heatmap"`` (Dice),
-        ``"hd95_heatmap"``, ``"overlay"`` (when written) and ``"json"``.
+        ``"hd95_heatmap"``, ``"overlay"`` (when written), ``"json"`` and ``"protocol"`` (when written).
     """
     out = Path(output_dir)
     paths = {
@@ -307,9 +322,12 @@ def write_report(
     }
     if results.slices:
         paths["overlay"] = out / f"{prefix}_overlay.png"
+    if protocol is not None:
+        paths["protocol"] = out / f"{prefix}_protocol.json"
+        write_json_atomic(paths["protocol"], protocol.to_json())
     write_text_atomic(paths["csv"], _long_csv(results))
     write_text_atomic(paths["summary_csv"], _summary_csv(results, order))
-    write_text_atomic(paths["markdown"], markdown_report(results, order))
+    write_text_atomic(paths["markdown"], markdown_report(results, order, protocol=protocol))
     _heatmap(results, paths["heatmap"], order, "dice")
     _heatmap(results, paths["hd95_heatmap"], order, "hd95")
     if results.slices:
@@ -320,15 +338,47 @@ def write_report(
 
 
 def evaluate_and_report(
-    evaluator: SubsetEvaluator, output_dir: PathLike, order: str = "literature", prefix: str = "evaluation"
+    evaluator: SubsetEvaluator,
+    output_dir: PathLike,
+    order: str = "literature",
+    prefix: str = "evaluation",
+    protocol: str | None = None,
+    datalist: PathLike | None = None,
+    list_key: str = "testing",
+    et_min_size: int = 0,
 ) -> dict[str, Path]:
     """Run ``evaluator``, write the report into ``output_dir`` and log the Markdown table: one call for a bundle's
     ``run`` list (``"$mckd.brats.report.evaluate_and_report(@evaluator, @output_dir)"``).
 
+    Args:
+        evaluator: the all-subset evaluator.
+        output_dir: the report's folder.
+        order: row order, ``"literature"`` or ``"evaluation"``.
+        prefix: file-name prefix of the outputs.
+        protocol: a published protocol (:data:`mckd.brats.protocols.PROTOCOLS`) to score the results in, or None.
+        datalist: the evaluated datalist JSON; with a protocol, each case's ``available`` is read from its list
+            ``list_key`` (the fixed per-case subsets of ``imfuse2023``).
+        list_key: the evaluated list of ``datalist``.
+        et_min_size: the evaluation's small-ET post-processing threshold (0: none), stated beside the peers'.
+
     Returns:
         The written paths, as :func:`write_report`.
+
+    Raises:
+        mckd.brats.protocols.ProtocolError: for an unknown protocol (before anything is evaluated).
+        ValueError: when the datalist cannot be read.
     """
+    availability = None
+    if protocol is not None:
+        published_split(protocol)
+        availability = None if datalist is None else read_availability(datalist, list_key)
     results = evaluator.run()
-    paths = write_report(results, output_dir, order=order, prefix=prefix)
+    score = None
+    if protocol is not None:
+        rows = literature_subset_order() if order == "literature" else None
+        score = score_protocol(results, protocol, availability, et_min_size, rows)
+    paths = write_report(results, output_dir, order=order, prefix=prefix, protocol=score)
     logger.info("Dice and HD95 per modality subset:\n%s", markdown_table(results, order))
+    if score is not None:
+        logger.info("Protocol %s:\n%s", protocol, protocol_markdown(score, results.region_names))
     return paths
