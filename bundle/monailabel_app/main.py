@@ -15,6 +15,13 @@ Options (``--conf KEY VALUE``):
 - ``model_name``: the model's name in ``/info/`` and ``/infer/<model>`` when one bundle is served; default the
   bundle folder's name.
 - ``preload``: ``true`` builds the networks at start-up instead of on the first request.
+- ``series_rules``: a JSON file of series -> modality rules (``mckd.brats.series_mapping.rules_from_json``) for a
+  DICOMweb datastore; default the built-in rules, which read the usual scanner spellings.
+
+On a DICOMweb datastore (``--studies http://.../dicom-web``) a request on any series segments its whole study: the
+study's series are mapped to modalities, the bundle segments from the subset found on the reference grid, and the
+result is stored in the PACS as a DICOM SEG (written with highdicom) unless the request says ``"store_seg": false``
+(see :mod:`lib.study`). The result JSON says which series served as which modality.
 
 Only inference is served: MONAI Label would train from its datastore's label maps, which it cannot tell apart by
 label convention (MSD and BraTS 2018 use the same values for different regions); train with the bundle's own configs.
@@ -25,14 +32,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
+from typing import Any
 
+from fastapi import HTTPException
+from monailabel.config import settings
+from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
-from lib.bundle_code import bundle_package
+from lib.bundle_code import bundle_package, import_bundle_module
 from lib.infers import MCKDBundleInferTask
 
 logger = logging.getLogger(__name__)
@@ -115,3 +127,57 @@ class MCKDApp(MONAILabelApp):
     def init_strategies(self) -> dict[str, Strategy]:
         """Next-sample strategies for the viewer: the first unlabelled case, or a random one."""
         return {"first": First(), "random": Random()}
+
+    def _download_dcmqi_tools(self) -> None:
+        """Nothing to download: the app writes DICOM SEG with highdicom, not with dcmqi's tools (MONAI Label fetches
+        those from the internet when a DICOMweb datastore starts)."""
+        logger.info("DICOM SEG is written with highdicom; dcmqi is not needed.")
+
+    def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
+        """MONAI Label's infer; on a DICOMweb datastore, a request on a PACS series segments its study
+        (:func:`lib.study.infer_study`).
+
+        Raises:
+            HTTPException: 422 with the reason when the study's series cannot be mapped to modalities or the PACS
+                has no such series.
+        """
+        image = request.get("image")
+        task = self._infers.get(request.get("model"))
+        dicomweb = isinstance(datastore or self.datastore(), DICOMWebDatastore)
+        if not dicomweb or task is None or not isinstance(image, str) or not image or os.path.exists(image):
+            return super().infer(request, datastore)
+        from lib.study import infer_study
+
+        mapping = import_bundle_module(task.bundle_path, "brats.series_mapping")
+        modules = {"series_mapping": mapping, "alignment": import_bundle_module(task.bundle_path, "brats.alignment")}
+        rules = mapping.rules_from_json(self.conf["series_rules"]) if self.conf.get("series_rules") else None
+        try:
+            return infer_study(
+                request,
+                client=self._pacs_client(),
+                cache=os.path.join(tempfile.gettempdir(), "mckd-monailabel-series"),
+                modules=modules,
+                rules=rules or mapping.DEFAULT_RULES,
+                run_infer=lambda r: super(MCKDApp, self).infer(r, datastore),
+                labels=task.labels,
+                version=_bundle_version(task.bundle_path),
+            )
+        except (mapping.SeriesMappingError, LookupError) as err:
+            raise HTTPException(status_code=422, detail=str(err)) from err
+
+    def _pacs_client(self) -> DICOMwebClientX:
+        """A DICOMweb client of the datastore's PACS, configured as MONAI Label configures its own."""
+        session = None
+        if settings.MONAI_LABEL_DICOMWEB_USERNAME and settings.MONAI_LABEL_DICOMWEB_PASSWORD:
+            from dicomweb_client.session_utils import create_session_from_user_pass
+
+            session = create_session_from_user_pass(
+                settings.MONAI_LABEL_DICOMWEB_USERNAME, settings.MONAI_LABEL_DICOMWEB_PASSWORD
+            )
+        return DICOMwebClientX(
+            url=self.studies,
+            session=session,
+            qido_url_prefix=settings.MONAI_LABEL_QIDO_PREFIX,
+            wado_url_prefix=settings.MONAI_LABEL_WADO_PREFIX,
+            stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX,
+        )

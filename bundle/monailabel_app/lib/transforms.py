@@ -12,6 +12,7 @@ with the bundle's own copy of ``mckd`` (see :mod:`lib.bundle_code`).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
@@ -116,16 +117,27 @@ class SelectModalitiesd(MapTransform):
 class ReportModalitiesd(MapTransform):
     """Record the modalities the network used in the result JSON that MONAI Label returns with the label map.
 
+    When the bundle's loader aligned modalities on different grids, the result also names the reference modality
+    (``reference_modality``: the label map lies on its grid) and holds the alignment report (``alignment``).
+
     Args:
         names: modality names in channel order (``mckd.brats.conventions.MODALITIES``).
         available_key: key of the ``[M]`` availability mask. Default ``"available"``.
         result_key: key of MONAI Label's result JSON (``output_json_key`` of the infer task). Default ``"result"``.
+        alignment_key: key of the loader's alignment report (JSON text). Default ``"alignment"``.
     """
 
-    def __init__(self, names: Sequence[str], available_key: str = "available", result_key: str = "result") -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        available_key: str = "available",
+        result_key: str = "result",
+        alignment_key: str = "alignment",
+    ) -> None:
         super().__init__(keys=available_key)
         self.available_key = available_key
         self.result_key = result_key
+        self.alignment_key = alignment_key
         self.names = tuple(names)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -133,5 +145,9 @@ class ReportModalitiesd(MapTransform):
         available = torch.as_tensor(d[self.available_key], dtype=torch.bool).tolist()
         result = dict(d.get(self.result_key) or {})
         result["modalities"] = [n for n, a in zip(self.names, available) if a]
+        if isinstance(d.get(self.alignment_key), str):
+            report = json.loads(d[self.alignment_key])
+            result["reference_modality"] = report["reference"]
+            result["alignment"] = report
         d[self.result_key] = result
         return d
