@@ -543,6 +543,18 @@ def unlink_outside(text: str, readme: Path, root: Path) -> str:
     return _LINK.sub(replace, text)
 
 
+def _weights_note(shipped: Sequence[str]) -> str:
+    """README text on the shipped weight files (paths in the bundle)."""
+    text = (
+        f"#### **Trained weights**\nThis copy ships `{WEIGHTS_PATH}`, the network's state dict, listed with its "
+        "SHA-256 in `large_files.yml`; fetch it from the bundle folder with\n```bash\n"
+        "python -m monai.bundle download_large_files --bundle_path .\n```"
+    )
+    if IMPORTANCE_PATH in shipped:
+        text += f"\n`{IMPORTANCE_PATH}` beside it holds the learned modality importance (`w`, `p = softmax(w)`)."
+    return text
+
+
 def _readme_tags(meta: Mapping[str, Any]) -> list[str]:
     """Tags of the README from the metadata: the input modalities, the task kind and the method."""
     formats = meta.get("network_data_format", {})
@@ -553,11 +565,14 @@ def _readme_tags(meta: Mapping[str, Any]) -> list[str]:
     return tags + ["Multi-modal", "Missing modalities", "Knowledge distillation", "MCKD"]
 
 
-def render_readme(card: str, meta: Mapping[str, Any], bundle_name: str, unit_tests: Sequence[str]) -> str:
+def render_readme(
+    card: str, meta: Mapping[str, Any], bundle_name: str, unit_tests: Sequence[str], shipped: Sequence[str] = ()
+) -> str:
     """The model card ``card`` in the shape of the model zoo's README template (:data:`README_SECTIONS`).
 
     Title, authors and tags come from the metadata, the limitations open with its ``intended_use``; the usage steps
-    end with the zoo's unit-test commands for ``unit_tests`` (file names). Dotted paths of the vendored packages are
+    end with the shipped weight files ``shipped`` (paths in the bundle) and the zoo's unit-test commands for
+    ``unit_tests`` (file names). Dotted paths of the vendored packages are
     pointed at ``scripts.``; links are left for :func:`unlink_outside`.
 
     Raises:
@@ -580,6 +595,8 @@ def render_readme(card: str, meta: Mapping[str, Any], bundle_name: str, unit_tes
             if name in sections:
                 title, body = sections[name]
                 parts.append(body if not parts and heading != "Limitations" else f"#### **{title}**\n{body}")
+        if heading == "Additional Usage Steps" and shipped:
+            parts.append(_weights_note(shipped))
         if heading == "Additional Usage Steps" and unit_tests:
             commands = [f"python ci/unit_tests/runner.py --b {bundle_name}"]
             if any(name.endswith("_dist.py") for name in unit_tests):
@@ -602,7 +619,8 @@ def _copy_bundle(bundle: Path, out: Path) -> None:
 
 
 def _check_out(bundle: Path, out: Path, weights: str | Path | None, weights_url: str | None) -> None:
-    """Refuse an export folder inside the bundle or one that holds files; remove an empty one (copytree makes it).
+    """Refuse an export folder inside the bundle or one that holds files; remove an empty one (the export is renamed
+    into place) and create its parent folders.
 
     Raises:
         ExportError: see above, when ``bundle`` has no ``configs/metadata.json``, and for weights without a URL.
@@ -617,6 +635,7 @@ def _check_out(bundle: Path, out: Path, weights: str | Path | None, weights_url:
         raise ExportError(f"the export folder '{out}' exists and is not empty; choose a new folder.")
     if out.exists():
         out.rmdir()
+    out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _vendor(closure: Mapping[str, Path], out: Path) -> list[str]:
@@ -736,7 +755,9 @@ def _write_unit_tests(bundle_name: str, out: Path) -> list[Path]:
     return written
 
 
-def _write_readme(bundle: Path, out: Path, meta: Mapping[str, Any], unit_tests: Sequence[str]) -> None:
+def _write_readme(
+    bundle: Path, out: Path, meta: Mapping[str, Any], unit_tests: Sequence[str], shipped: Sequence[str]
+) -> None:
     """Write ``out/docs/README.md``: the bundle's model card in the zoo template's shape, no link leaving the bundle.
 
     Raises:
@@ -746,7 +767,7 @@ def _write_readme(bundle: Path, out: Path, meta: Mapping[str, Any], unit_tests: 
     if not card.is_file():
         raise ExportError(f"the bundle has no model card {card}; the model zoo needs docs/README.md.")
     readme = out / "docs" / "README.md"
-    text = render_readme(card.read_text(encoding="utf-8"), meta, bundle.name, unit_tests)
+    text = render_readme(card.read_text(encoding="utf-8"), meta, bundle.name, unit_tests, shipped)
     write_text_atomic(readme, unlink_outside(text, readme, out.resolve()))
 
 
@@ -816,7 +837,8 @@ def export_bundle(
         if shipped is not None:
             _ship_weights(*shipped, str(weights_url), staging)
         unit_tests = _write_unit_tests(bundle.name, staging)
-        _write_readme(bundle, staging, meta, [p.name for p in unit_tests])
+        shipped_files = [p for p in (WEIGHTS_PATH, IMPORTANCE_PATH) if (staging / p).is_file()]
+        _write_readme(bundle, staging, meta, [p.name for p in unit_tests], shipped_files)
         waived = _lint_vendored(staging)
         staging.rename(out)
     finally:

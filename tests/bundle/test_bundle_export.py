@@ -22,23 +22,27 @@ from mckd.bundle_export import (
     main,
     merge_overlays,
     rewrite_imports,
+    waive_lint,
 )
+from mckd.distillation import ModalityImportance
 
 _UNPREFIXED = re.compile(r"(?<![\w.])(mckd|data_prep)\.")
-#: The model zoo's flake8 settings (``setup.cfg`` of Project-MONAI/model-zoo); plugins (bugbear, naming) not installed.
-ZOO_FLAKE8 = [
-    "--max-line-length=120",
-    "--ignore=E203,E501,E741,W503,W504,C408,N812,B023",
-    "--per-file-ignores=__init__.py:F401,__main__.py:F401",
-]
 WEIGHTS_URL = "https://example.org/brats_mri_mckd_segmentation/model.pt"
 
 
-def _light_weights(bundle, path: Path) -> Path:
-    """A checkpoint of the CPU configuration's network, in the layout training writes (``model`` + importance)."""
+def _light_network(bundle) -> torch.nn.Module:
     parser = ConfigParser()
     parser.read_config(bundle.config_files("inference.json", "cpu_small.json"))
-    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, path)
+    return parser.get_parsed_content("network_def")
+
+
+def _light_weights(bundle, path: Path, importance: bool = True) -> Path:
+    """The CPU configuration's network as training writes it: ``model.pt`` (plain state dict) and, unless
+    ``importance`` is False, ``modality_weights.pt`` beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(_light_network(bundle).state_dict(), path)
+    if importance:
+        torch.save(ModalityImportance(4, seed=3).state_dict(), path.parent / "modality_weights.pt")
     return path
 
 
@@ -46,7 +50,7 @@ def _light_weights(bundle, path: Path) -> Path:
 def exported(bundle, tmp_path_factory):
     """An export for the CPU configuration, with shipped weights and an evaluation report."""
     root = tmp_path_factory.mktemp("zoo")
-    weights = _light_weights(bundle, root / "trained.pt")
+    weights = _light_weights(bundle, root / "run" / "models" / "model.pt")
     per_region = {
         "ET": {"dice": 0.61234, "hd95": 7.5},
         "TC": {"dice": 0.7, "hd95": 6.0},
@@ -129,6 +133,40 @@ def test_shipped_weights_are_listed_in_large_files_with_their_sha256(exported):
     )
 
 
+def test_shipped_model_is_a_plain_state_dict_with_its_importance_beside_it(exported, bundle):
+    state = torch.load(exported.out / "models" / "model.pt", weights_only=True)
+    assert set(state) == set(_light_network(bundle).state_dict())  # the network's keys only, no "model" entry
+    importance = torch.load(exported.out / "models" / "modality_weights.pt", weights_only=True)
+    assert torch.equal(importance["w"], ModalityImportance(4, seed=3).w.detach())
+
+
+def test_a_legacy_checkpoint_ships_as_a_plain_state_dict_and_its_importance(bundle, tmp_path):
+    network = _light_network(bundle)
+    importance = ModalityImportance(4, seed=5).state_dict()
+    legacy = tmp_path / "model_final.pt"
+    torch.save({"model": network.state_dict(), "modality_weights": importance, "trainer": {"iteration": 3}}, legacy)
+    out = export_bundle(
+        bundle.root, tmp_path / "zoo", overlays=["cpu_small.json"], weights=legacy, weights_url=WEIGHTS_URL
+    ).out
+    state = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert set(state) == set(network.state_dict())
+    assert torch.equal(torch.load(out / "models" / "modality_weights.pt", weights_only=True)["w"], importance["w"])
+
+
+def test_weights_without_an_importance_file_ship_alone_and_a_wrong_importance_is_refused(bundle, tmp_path):
+    weights = _light_weights(bundle, tmp_path / "alone" / "model.pt", importance=False)
+    out = export_bundle(
+        bundle.root, tmp_path / "zoo", overlays=["cpu_small.json"], weights=weights, weights_url=WEIGHTS_URL
+    ).out
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["model.pt"]
+    torch.save(ModalityImportance(3).state_dict(), tmp_path / "alone" / "modality_weights.pt")
+    with pytest.raises(ExportError, match="4-modality"):
+        export_bundle(
+            bundle.root, tmp_path / "zoo2", overlays=["cpu_small.json"], weights=weights, weights_url=WEIGHTS_URL
+        )
+    assert not (tmp_path / "zoo2").exists()
+
+
 def test_eval_metrics_come_from_the_evaluation_report(exported):
     metrics = json.loads((exported.out / "configs" / "metadata.json").read_text())["eval_metrics"]
     assert metrics["mean_over_subsets_dice_et"] == 0.6123 and metrics["all_modalities_dice_wt"] == 0.8
@@ -148,19 +186,22 @@ def test_weights_that_do_not_fit_the_exported_network_are_refused(bundle, tmp_pa
     assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
 
 
-def test_export_passes_the_model_zoo_code_format_check(exported):
-    black = subprocess.run(
-        [sys.executable, "-m", "black", "--check", "--line-length", "120", "."],
-        cwd=exported.out,
-        capture_output=True,
-        text=True,
+def test_waived_lines_get_a_noqa_comment_and_a_line_inside_a_string_is_refused():
+    source = 'def f(x=len("ab")):\n    return x  # noqa: E1\n'
+    assert waive_lint(source, {1: {"B008"}, 2: {"B9"}}) == (
+        'def f(x=len("ab")):  # noqa: B008\n    return x  # noqa: B9, E1\n'
     )
-    assert black.returncode == 0, black.stderr[-3000:]
-    flake8 = subprocess.run(
-        [sys.executable, "-m", "flake8", *ZOO_FLAKE8, "."], cwd=exported.out, capture_output=True, text=True
-    )
-    assert flake8.returncode == 0, flake8.stdout[-3000:]
-    assert exported.unit_test == exported.out / "ci" / "unit_tests" / "test_brats_mri_mckd_segmentation.py"
+    with pytest.raises(ExportError, match="inside a string"):
+        waive_lint('x = """a\nb"""\n', {1: {"E1"}})
+
+
+def test_both_zoo_unit_tests_are_written(exported):
+    unit_tests = exported.out / "ci" / "unit_tests"
+    assert exported.unit_tests == [
+        unit_tests / "test_brats_mri_mckd_segmentation.py",
+        unit_tests / "test_brats_mri_mckd_segmentation_dist.py",
+    ]
+    assert exported.unit_test == exported.unit_tests[0]
 
 
 def test_export_refuses_a_folder_inside_the_bundle_or_a_non_empty_one(bundle, tmp_path):
