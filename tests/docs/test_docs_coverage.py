@@ -76,6 +76,8 @@ COMMANDS = [
     ("data_prep.synthetic_brats", "data_prep.synthetic_brats"),
     ("data_prep.avmnist", "data_prep.avmnist"),
     ("data_prep.demo", "data_prep.demo"),
+    ("data_prep.synthetic_published", "data_prep.synthetic_published"),
+    ("mckd.brats.protocol_report", "mckd.brats.protocol_report"),
     ("mckd.bundle_export", "mckd.bundle_export"),
     ("mckd.onnx_export", "mckd.onnx_export"),
     ("python -m benchmarks ", "benchmarks.__main__"),

@@ -7,8 +7,8 @@ marks a block that is not run here; the reason is also in the text next to the b
 How a command block runs (each rule is visible in the Markdown source):
 
 - In a workspace folder per document that mirrors the repository root (``bundle/`` holds copies of both bundles
-  without their ``models/`` and ``eval/``; ``bundle/meta_schema_20240725.json`` is copied too), so no command writes
-  into the checkout. ``python`` on ``PATH`` is this interpreter.
+  without their ``models/`` and ``eval/``; ``bundle/meta_schema_20240725.json`` is copied too, ``benchmarks/`` is a link
+  to the repository's, for the profilers that only read it), so no command writes into the checkout. ``python`` on ``PATH`` is this interpreter.
 - Absolute paths under ``/data/``, ``/runs/``, ``/tmp/`` and ``/path/to/`` are moved under the workspace
   (``/data/lists`` becomes ``<workspace>/data/lists``). ``<workspace>/data`` is prepared by :func:`write_inputs`:
   synthetic BraTS 2018 cases of 32^3 voxels in the folders the docs name (``MICCAI_BraTS_2018_Data_Training`` and so
@@ -96,6 +96,7 @@ def make_workspace(path: Path) -> Path:
     for name in (BRATS, AVMNIST):
         shutil.copytree(REPO / "bundle" / name, path / "bundle" / name, ignore=ignore)
     shutil.copy2(REPO / "bundle" / "meta_schema_20240725.json", path / "bundle")
+    (path / "benchmarks").symlink_to(REPO / "benchmarks")  # run from the root: not an installed package; read only
     write_inputs(path / "data")
     return path
 
