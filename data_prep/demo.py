@@ -218,7 +218,8 @@ def next_steps(result: DemoResult, bundle: str | Path = DEFAULT_BUNDLE) -> dict[
         "tensorboard": f"{python} -m tensorboard.main --logdir {_path(result.bundle_run / 'eval')} --host 127.0.0.1 "
         "--port 6006",
         "monailabel": (
-            f"{MONAILABEL_VENV}/bin/monailabel start_server --app {_path(app)} --studies {_path(result.studies)} "
+            f"{MONAILABEL_VENV}/bin/python -m monailabel.main start_server --app {_path(app)} "
+            f"--studies {_path(result.studies)} "
             f"--conf bundle {_path(result.bundle_run)} --conf bundle_configs inference.json,cpu_small.json "
             "--host 127.0.0.1 --port 8000"
         ),

@@ -70,11 +70,10 @@ def write_studies(root: Path) -> Path:
 
 
 def untrained_weights(path: Path) -> Path:
-    """A checkpoint in the layout training writes, of the CPU configuration's network, freshly initialised."""
+    """``models/model.pt`` as training writes it (the network's state dict) of the CPU configuration, untrained."""
     parser = ConfigParser()
     parser.read_config([str(BUNDLE / "configs" / name) for name in TRAINED_WITH])
-    network = parser.get_parsed_content("network_def")
-    torch.save({"model": network.state_dict(), "modality_weights": {"w": torch.zeros(len(MODALITIES))}}, path)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), path)
     return path
 
 
