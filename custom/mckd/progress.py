@@ -87,7 +87,8 @@ class TrainingProgress:
     def _open(self, engine: Engine) -> None:
         total = engine.state.max_epochs * engine.state.epoch_length
         self._bar = tqdm(
-            total=total, initial=engine.state.iteration, desc="training", unit="it", file=self.stream, dynamic_ncols=True
+            total=total, initial=engine.state.iteration, desc="training", unit="it", file=self.stream,
+            dynamic_ncols=True,
         )
         self._bar.write(f"per-iteration log: {self.log_file}")
 

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from data_prep.demo import MONAILABEL_VENV, main
+from data_prep.demo import MONAILABEL_VENV
 from tests.monailabel.conftest import monailabel_venv
 from tests.monailabel.servers import BUNDLE, free_port, tail
 
