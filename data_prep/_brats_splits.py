@@ -95,9 +95,7 @@ def _stratified_folds(cases: Sequence[tuple[str, Hashable]], folds: int, rng: np
     return [dealt[fold::folds] for fold in range(folds)]
 
 
-def _meta_validation(
-    pool: Sequence[tuple[str, Hashable]], rng: np.random.Generator
-) -> tuple[list[str], list[str]]:
+def _meta_validation(pool: Sequence[tuple[str, Hashable]], rng: np.random.Generator) -> tuple[list[str], list[str]]:
     """Take a stratified meta-validation set from ``pool`` (at most half of it); return (training, meta_validation)."""
     if len(pool) < 2:
         raise ValueError(f"need at least 2 labelled cases for training and meta-validation, got {len(pool)}.")
@@ -133,7 +131,9 @@ def _paper_split(cases: Sequence[tuple[str, Hashable]], rng: np.random.Generator
     if present:
         logger.warning(
             "only %d of the %d published meta-validation cases are present (%s): using a stratified split instead",
-            len(present), len(PAPER_META_VALIDATION_CASES), ", ".join(present),
+            len(present),
+            len(PAPER_META_VALIDATION_CASES),
+            ", ".join(present),
         )
     return _meta_validation(cases, rng)
 

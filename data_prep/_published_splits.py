@@ -102,9 +102,7 @@ def select_listed(name: str, found: Sequence[str], unreadable: Sequence[str] = (
     chosen = set(listed)
     left_out = list(dict.fromkeys(case_id for case_id in found if case_id not in chosen))
     if left_out:
-        logger.warning(
-            "%d case(s) are not in the %s lists and are left out: %s", len(left_out), name, _named(left_out)
-        )
+        logger.warning("%d case(s) are not in the %s lists and are left out: %s", len(left_out), name, _named(left_out))
     return chosen, left_out
 
 
@@ -135,9 +133,7 @@ def assign_published(
     left_out = [case_id for case_id, _ in labelled if case_id not in listed]
     left_out += [case_id for case_id in unlabelled if case_id not in listed]
     if left_out:
-        logger.warning(
-            "%d case(s) are not in the %s lists and are left out: %s", len(left_out), name, _named(left_out)
-        )
+        logger.warning("%d case(s) are not in the %s lists and are left out: %s", len(left_out), name, _named(left_out))
     training, meta = meta_validation_from([(case_id, strata[case_id]) for case_id in split.training], seed)
     lists = {
         "training": training,

@@ -91,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ProtocolError, ValueError, PermissionError) as err:
         logger.error("error: %s", err)
         return 2
-    logger.info("wrote %d synthetic %s cases of shape %s to %s", len(written), args.protocol, tuple(args.shape), args.out)
+    logger.info(
+        "wrote %d synthetic %s cases of shape %s to %s", len(written), args.protocol, tuple(args.shape), args.out
+    )
     return 0
 
 

@@ -7,7 +7,6 @@ that every listed case exists on disk and goes through discovery and the per-cas
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter

@@ -54,7 +54,10 @@ def test_rfnet_headline_is_the_mean_over_the_15_subsets_and_comparable_under_the
     assert score.dice == pytest.approx({r: 100 * np.mean((np.arange(15) + 1) / 20.0) for r in REGIONS})
     assert score.evaluated_list == "testing" and score.comparable and score.num_cases == 57
     text = protocol_markdown(score, REGIONS)
-    assert "| RFNet | RFN-R; re-quoted in DMS-R | predicted ET under 500 voxels set empty | 57.12 | 76.53 | 85.67 |" in text
+    assert (
+        "| RFNet | RFN-R; re-quoted in DMS-R | predicted ET under 500 voxels set empty | 57.12 | 76.53 | 85.67 |"
+        in text
+    )
     assert "mean of the 3 splits" in text
 
 
@@ -119,7 +122,9 @@ def test_peers_numbers_come_from_the_one_data_file():
     split3 = [p.method for p in peer_results("rfnet2018:3")]
     assert "RFNet" in split3 and "mmFormer (paper)" in split3
     assert "mmFormer (paper)" not in [p.method for p in peer_results("rfnet2018:1")]
-    score = score_protocol(_results(published_split("m2ftrans2021").testing, [FULL], np.ones((1, 250, 3))), "m2ftrans2021")
+    score = score_protocol(
+        _results(published_split("m2ftrans2021").testing, [FULL], np.ones((1, 250, 3))), "m2ftrans2021"
+    )
     assert "No peer's number on this protocol was retrieved" in protocol_markdown(score)
     with pytest.raises(ProtocolError, match="unknown protocol 'brats2019'"):
         peer_results("brats2019")
@@ -187,3 +192,22 @@ def test_an_unknown_protocol_stops_before_evaluating(tmp_path):
 
     with pytest.raises(ProtocolError, match="unknown protocol"):
         evaluate_and_report(Boom(), tmp_path, protocol="rfnet2019")
+
+
+def test_the_bundles_evaluation_config_hands_the_protocol_to_the_report():
+    import inspect
+
+    configs = Path(__file__).resolve().parents[2] / "bundle" / "brats_mri_mckd_segmentation" / "configs"
+    evaluate = json.loads((configs / "evaluate.json").read_text())
+    train = json.loads((configs / "train.json").read_text())
+    report = evaluate["evaluate"]["report"]
+    assert evaluate["protocol"] is None and report["_target_"] == "mckd.brats.report.evaluate_and_report"
+    wiring = {k: report[k] for k in ("protocol", "datalist", "list_key", "et_min_size")}
+    assert wiring == {
+        "protocol": "@protocol",
+        "datalist": "@data_list_file_path",
+        "list_key": "@eval_list_key",
+        "et_min_size": "@et_min_size",
+    }
+    assert all(ref[1:] in {**train, **evaluate} for ref in wiring.values())
+    assert set(wiring) <= set(inspect.signature(evaluate_and_report).parameters)

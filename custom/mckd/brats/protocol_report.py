@@ -235,7 +235,9 @@ def _per_case_headline(
     for subset in order:
         members = [i for i, k in enumerate(keys) if k == subset]
         if members:
-            groups.append((subset_name(subset, MODALITY_NAMES), len(members), _percent(_nanmean(dice[members], 0), regions)))
+            groups.append(
+                (subset_name(subset, MODALITY_NAMES), len(members), _percent(_nanmean(dice[members], 0), regions))
+            )
     group_means = np.array([[g[2][r] for r in regions] for g in groups])
     headline = {r: float(v) for r, v in zip(regions, _nanmean(group_means, 0))}
     notes.append(
@@ -327,12 +329,16 @@ def protocol_markdown(score: ProtocolScore, regions: Sequence[str] | None = None
         f"{len(split.validation)} / {len(split.testing)} (training / validation / test) from {proto.source}; used by "
         f"{proto.used_by}. Peers' aggregate: {proto.aggregate}. This evaluation: {score.num_cases} case(s) "
         f"({score.evaluated_list} list); {verdict}.\n",
-        _comparison_table(score.protocol, "MCKD (this evaluation)", score.dice, regions, _post_words(score.et_min_size)),
+        _comparison_table(
+            score.protocol, "MCKD (this evaluation)", score.dice, regions, _post_words(score.et_min_size)
+        ),
     ]
     if score.groups:
         header = ["Subset (published, per case)", "Cases", *(f"Dice {r} (%)" for r in regions)]
         rows = [[g, str(n), *(tables.number(d.get(r)) for r in regions)] for g, n, d in score.groups]
-        rows.append(["Mean over cases", str(score.num_cases), *(tables.number(score.mean_over_cases.get(r)) for r in regions)])
+        rows.append(
+            ["Mean over cases", str(score.num_cases), *(tables.number(score.mean_over_cases.get(r)) for r in regions)]
+        )
         parts.append("\n### Cases grouped by their published subset\n\n" + tables.markdown_table(header, rows))
     parts.append("\n### Comparability\n\n" + "".join(f"- {note}\n" for note in score.notes))
     return "\n".join(parts)
@@ -363,10 +369,14 @@ def average_split_reports(paths: Sequence[PathLike]) -> dict[str, Any]:
         reports[name] = {**data, "dice": dice}
     absent = [name for name in RFNET2018_SPLITS if name not in reports]
     if absent:
-        raise ValueError(f"the mean of the BraTS 2018 splits needs a report of each split; missing {', '.join(absent)}.")
+        raise ValueError(
+            f"the mean of the BraTS 2018 splits needs a report of each split; missing {', '.join(absent)}."
+        )
     regions = list(reports[RFNET2018_SPLITS[0]]["dice"])
     mean = {r: float(np.mean([reports[n]["dice"][r] for n in RFNET2018_SPLITS])) for r in regions}
-    notes = [f"{n}: {note}" for n in RFNET2018_SPLITS for note in reports[n].get("notes", []) if "not comparable" in note]
+    notes = [
+        f"{n}: {note}" for n in RFNET2018_SPLITS for note in reports[n].get("notes", []) if "not comparable" in note
+    ]
     comparable = all(reports[n].get("evaluated_list") == "testing" for n in RFNET2018_SPLITS) and not notes
     return {
         "protocol": "rfnet2018",
@@ -392,10 +402,13 @@ def average_markdown(average: Mapping[str, Any]) -> str:
     rows.append(["MCKD, mean of the 3 splits", "this evaluation", post, *ours])
     rows += _peer_rows("rfnet2018", regions)
     verdict = "comparable" if average["comparable"] else "not directly comparable"
-    notes = "".join(f"- {note}\n" for note in average["notes"]) or "- Every split: the published test list, the peers' rules.\n"
+    notes = (
+        "".join(f"- {note}\n" for note in average["notes"])
+        or "- Every split: the published test list, the peers' rules.\n"
+    )
     return (
-        "# BraTS 2018, mean of the 3 RFNet splits\n\nMean Dice over the 15 subsets on each split's published test list, "
-        f"then the mean of the 3 splits (RFNet's table row); {verdict}.\n\n"
+        "# BraTS 2018, mean of the 3 RFNet splits\n\nMean Dice over the 15 subsets on each split's published test "
+        f"list, then the mean of the 3 splits (RFNet's table row); {verdict}.\n\n"
         + tables.markdown_table(header, rows, text_columns=3)
         + "\n## Notes\n\n"
         + notes

@@ -214,7 +214,7 @@ def protocol(name: str) -> Protocol:
 def _read(file_name: str) -> str:
     try:
         return resources.files(__package__).joinpath(_DATA, file_name).read_text(encoding="utf-8")
-    except (FileNotFoundError, OSError) as err:
+    except OSError as err:
         raise ProtocolError(
             f"the published list '{_DATA}/{file_name}' is missing from the mckd package ({err}); reinstall mckd."
         ) from err
@@ -265,7 +265,9 @@ def published_split(name: str) -> PublishedSplit:
         lists = (_ids(proto, "train"), _ids(proto, "val"), _ids(proto, "test"))
     sizes = tuple(len(set(ids)) for ids in lists)
     if sizes != proto.sizes:
-        raise ProtocolError(f"protocol {name}: the published lists hold {sizes} distinct cases, expected {proto.sizes}.")
+        raise ProtocolError(
+            f"protocol {name}: the published lists hold {sizes} distinct cases, expected {proto.sizes}."
+        )
     return PublishedSplit(proto, *lists, subsets=MappingProxyType(subsets))
 
 
@@ -291,8 +293,11 @@ def peer_results(name: str) -> list[PeerResult]:
         rows += table.get(name, [])
     return [
         PeerResult(
-            r["method"], MappingProxyType({k: float(r[k]) for k in ("ET", "TC", "WT")}), r["postprocessing"],
-            r["note"], r["source"],
+            r["method"],
+            MappingProxyType({k: float(r[k]) for k in ("ET", "TC", "WT")}),
+            r["postprocessing"],
+            r["note"],
+            r["source"],
         )
         for r in rows
     ]
