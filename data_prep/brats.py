@@ -370,8 +370,9 @@ def prepare_datalist(
     layout, cases, found_problems = _find(root, layout)
     copies = Path(resampled_dir) if resampled_dir is not None else out.parent / "resampled"
     _check_outputs(out, root, cases, resample_to, copies)
+    left_out: list[str] = []
     if spec.kind == "published":
-        cases, found_problems = _listed_only(spec, cases, found_problems)
+        cases, found_problems, left_out = _listed_only(spec, cases, found_problems)
     if resample_to is not None:
         cases, failed = _resample_all(cases, resample_to, copies, jobs)
         found_problems = [*found_problems, *failed]
@@ -390,6 +391,8 @@ def prepare_datalist(
         datalist["skipped"] = [
             {"case_id": p.case_id, "file": _shown(p.path, root), "reason": p.reason} for p in problems
         ]
+        if spec.kind == "published":
+            datalist["left_out"] = left_out
         _warn_about_loader_rewrites(datalist, out.parent)
         write_json_atomic(out, datalist)
     except (ValueError, PermissionError) as err:
@@ -413,17 +416,18 @@ def _parse_split(split: str, jobs: int) -> SplitSpec:
 
 def _listed_only(
     spec: SplitSpec, cases: Sequence[Case], problems: Sequence[CaseError]
-) -> tuple[list[Case], list[CaseError]]:
-    """The cases (and discovery problems) a published protocol lists, before any case is read.
+) -> tuple[list[Case], list[CaseError], list[str]]:
+    """The cases (and discovery problems) a published protocol lists, before any case is read, and the ids of the
+    cases it does not list (left out).
 
     Raises:
         PreparationError: (usage) naming the listed cases absent from the folder.
     """
     try:
-        listed, _ = select_listed(spec.protocol, [c.case_id for c in cases], [p.case_id for p in problems])
+        listed, left_out = select_listed(spec.protocol, [c.case_id for c in cases], [p.case_id for p in problems])
     except PublishedSplitError as err:
         raise PreparationError(str(err), EXIT_USAGE) from err
-    return [c for c in cases if c.case_id in listed], [p for p in problems if p.case_id in listed]
+    return [c for c in cases if c.case_id in listed], [p for p in problems if p.case_id in listed], left_out
 
 
 def _check_outputs(out: Path, root: Path, cases: Sequence[Case], resample_to: str | None, copies: Path) -> None:

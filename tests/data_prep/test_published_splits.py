@@ -217,6 +217,7 @@ def test_cases_not_in_the_lists_are_named_and_left_out(datasets, tmp_path, caplo
         datalist = prepare_datalist(root, tmp_path / "d.json", split="rfnet2018:1", jobs=2).datalist
     every = [c for key in ("training", "meta_validation", "validation", "testing") for c in _ids(datalist[key])]
     assert "Brats18_SYN_0001_1" not in every and len(every) == 285
+    assert sorted(datalist["left_out"]) == ["Brats18_SYN_0001_1", "Brats18_SYN_0002_1"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("Brats18_SYN_0001_1" in w and "Brats18_SYN_0002_1" in w and "left out" in w for w in warnings)
 
