@@ -42,7 +42,7 @@ from tqdm import tqdm
 from mckd.brats.cases import Case, CaseError, DiscoveryError, discover_cases
 from mckd.brats.conventions import LAYOUTS, MODALITIES
 from mckd.brats.loading import CaseVerdict, LoadModalities, check_case
-from mckd.brats.protocols import PROTOCOLS
+from mckd.brats.protocols import PROTOCOLS, ProtocolError
 from mckd.brats.protocols import protocol as published_protocol
 from mckd.fileio import ensure_not_input, write_json_atomic
 
@@ -421,11 +421,11 @@ def _listed_only(
     cases it does not list (left out).
 
     Raises:
-        PreparationError: (usage) naming the listed cases absent from the folder.
+        PreparationError: (usage) naming the listed cases absent from the folder, or when the lists cannot be read.
     """
     try:
         listed, left_out = select_listed(spec.protocol, [c.case_id for c in cases], [p.case_id for p in problems])
-    except PublishedSplitError as err:
+    except (PublishedSplitError, ProtocolError) as err:
         raise PreparationError(str(err), EXIT_USAGE) from err
     return [c for c in cases if c.case_id in listed], [p for p in problems if p.case_id in listed], left_out
 

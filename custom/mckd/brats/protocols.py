@@ -216,7 +216,8 @@ def _read(file_name: str) -> str:
         return resources.files(__package__).joinpath(_DATA, file_name).read_text(encoding="utf-8")
     except OSError as err:
         raise ProtocolError(
-            f"the published list '{_DATA}/{file_name}' is missing from the mckd package ({err}); reinstall mckd."
+            f"the published list '{_DATA}/{file_name}' is missing beside {__name__} ({err}): the lists ship as package "
+            "data of an installed mckd (pip install -e .); a model-zoo export of the bundle does not carry them."
         ) from err
 
 
