@@ -39,6 +39,7 @@ from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
 from mckd.brats.cases import CaseError
 from mckd.brats.datalist import DatalistError
 from mckd.checkpoints import CheckpointError
+from mckd.divergence import TrainingDivergedError
 
 __all__ = [
     "SettingError",
@@ -68,7 +69,9 @@ class SettingError(ValueError):
 
 
 #: Errors whose message says all a user needs: reported as one line by :func:`check_command_line`.
-BRIEF_ERRORS: tuple[type[BaseException], ...] = (CheckpointError, DatalistError, SettingError, CaseError)
+BRIEF_ERRORS: tuple[type[BaseException], ...] = (
+    CheckpointError, DatalistError, SettingError, CaseError, TrainingDivergedError
+)
 
 
 def _is_bundle_run(argv: Sequence[str]) -> bool:

@@ -516,11 +516,23 @@ class AtomicCheckpointSaver(CheckpointSaver):
                 checkpoint.save_handler = AtomicDiskSaver(save_dir, getattr(checkpoint.save_handler, "filename", None))
 
     def attach(self, engine: Engine) -> None:
-        """
+        """As ``CheckpointSaver.attach``, except that nothing is saved when the run ends in an exception.
+
+        MONAI saves the final checkpoint on ``EXCEPTION_RAISED`` too: the weights of a diverged or half-updated step
+        under the name of a finished run. The last interval checkpoint stays the resume point instead.
+
         Args:
             engine: the engine whose events trigger the saves.
         """
-        super().attach(engine)
+        if self._name is None:
+            self.logger = engine.logger
+        if self._final_checkpoint is not None:
+            engine.add_event_handler(Events.COMPLETED, self.completed)
+        if self._key_metric_checkpoint is not None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.metrics_completed)
+        if self._interval_checkpoint is not None:
+            every = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED
+            engine.add_event_handler(every(every=self.save_interval), self.interval_completed)
         for path in remove_partial_files(self.save_dir):
             self.logger.warning("Removed '%s', a partial checkpoint left by an interrupted save.", path)
 
@@ -579,7 +591,6 @@ class DeployableModelSaver:
         """
         for saver in self._best:
             saver.attach(self.validator)
-        # CheckpointSaver.attach would also save on EXCEPTION_RAISED: only COMPLETED is wanted here.
         for saver in self._final:
             saver.logger = engine.logger
         engine.add_event_handler(Events.COMPLETED, self._completed)

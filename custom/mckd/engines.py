@@ -21,9 +21,10 @@ from torch import nn
 
 from mckd.availability import ModalityDropout, read_available
 from mckd.distillation import ModalityImportance, PairwiseDistillationLoss
+from mckd.divergence import check_finite_loss
 from mckd.networks.feature_tap import capture_features
 
-__all__ = ["MCKDKeys", "availability_generator", "draw_availability", "check_finite_loss", "MCKDTrainer"]
+__all__ = ["MCKDKeys", "availability_generator", "draw_availability", "MCKDTrainer"]
 
 
 class MCKDKeys:
@@ -79,19 +80,6 @@ def draw_availability(
     drawn = policy(batch_size, iteration, generator=availability_generator(seed, iteration, rank), device=device)
     drawn = drawn & data
     return torch.where(drawn.any(dim=1, keepdim=True), drawn, data)
-
-
-def check_finite_loss(iteration: int, task_loss: torch.Tensor, kd_loss: torch.Tensor) -> None:
-    """Stop a diverged run with a message that says where and what to change, instead of training on NaN.
-
-    Raises:
-        FloatingPointError: when either loss term is NaN or infinite.
-    """
-    if not bool(torch.isfinite(task_loss).all() and torch.isfinite(kd_loss).all()):
-        raise FloatingPointError(
-            f"training diverged at iteration {iteration}: task loss {float(task_loss):.4g}, KD loss "
-            f"{float(kd_loss):.4g}. Lower the learning rate or set max_grad_norm (gradient clipping)."
-        )
 
 
 class MCKDTrainer(SupervisedTrainer):

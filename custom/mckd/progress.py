@@ -18,6 +18,8 @@ from monai.config import PathLike
 from monai.utils import IgniteInfo, min_version, optional_import
 from tqdm import tqdm
 
+from mckd.divergence import iteration_loss
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -96,9 +98,9 @@ class TrainingProgress:
         if self._bar is None:
             return
         self._bar.update(1)
-        loss = engine.state.output.get("loss") if isinstance(engine.state.output, dict) else None
+        loss = iteration_loss(engine.state.output)
         if loss is not None:
-            self._bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+            self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
     def _close(self, engine: Engine) -> None:
         if self._bar is not None:
