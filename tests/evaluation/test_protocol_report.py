@@ -211,3 +211,11 @@ def test_the_bundles_evaluation_config_hands_the_protocol_to_the_report():
     }
     assert all(ref[1:] in {**train, **evaluate} for ref in wiring.values())
     assert set(wiring) <= set(inspect.signature(evaluate_and_report).parameters)
+
+
+def test_imfuse_post_processing_is_stated_not_judged():
+    results, availability = _imfuse_results(False)
+    for et in (0, 500):
+        score = score_protocol(results, "imfuse2023", availability, et_min_size=et)
+        assert score.comparable
+        assert any("ET and ETpp" in note for note in score.notes)

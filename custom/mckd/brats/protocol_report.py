@@ -150,13 +150,22 @@ def _membership(name: str, case_ids: Sequence[str], notes: list[str]) -> tuple[s
     return "other", False
 
 
-def _conventions(scoring_convention: str, et_min_size: int, notes: list[str]) -> bool:
-    """Notes on the Dice convention and the post-processing; whether both match the peers'."""
+def _conventions(scoring_convention: str, et_min_size: int, scoring: str, notes: list[str]) -> bool:
+    """Notes on the Dice convention and the post-processing; whether both match the peers' (``scoring`` is the
+    protocol's; for the per-case-subset protocol the peers' ET rule is not known, so it decides nothing)."""
     same_dice = scoring_convention == "brats_legacy"
     notes.append(
         f"Dice of an empty region: the peers' {peers_dice_convention()}; this evaluation used `{scoring_convention}`"
         + (", the same rule." if same_dice else ", which leaves such cases out of the means: not comparable.")
     )
+    if scoring == PER_CASE_SUBSET:
+        what = "none" if et_min_size <= 0 else f"predicted ET under {et_min_size} voxels removed"
+        notes.append(
+            f"Post-processing: {what}. IM-Fuse's code reports ET both without and with the {PEER_ET_MIN_SIZE}-voxel "
+            f"rule (ET and ETpp); which one the peers' numbers use is not stated: evaluate with et_min_size 0 and "
+            f"{PEER_ET_MIN_SIZE} and compare ET with care."
+        )
+        return same_dice
     same_post = et_min_size == PEER_ET_MIN_SIZE
     if same_post:
         notes.append(
@@ -283,7 +292,7 @@ def score_protocol(
         )
     else:  # pragma: no cover - PROTOCOLS holds only the two
         raise ValueError(f"protocol {name} has an unknown scoring '{split.protocol.scoring}'.")
-    same_rules = _conventions(convention, et_min_size, notes)
+    same_rules = _conventions(convention, et_min_size, split.protocol.scoring, notes)
     notes.append(
         "Not matched by any setting: the peers' networks, preprocessing (RFNet family: crop to the brain's bounding "
         "box, z-score per modality) and training schedules; only Dice is compared (HD95 is not in the peers' tables)."
