@@ -7,26 +7,38 @@ bundle's ``scripts/``.
 The export therefore
 
 1. copies the bundle (without ``models/``, ``eval/``, ``runs/``, caches and ``.gitignore`` files),
-2. vendors the import closure of every ``mckd`` module the configs name, plus ``data_prep.brats`` (the datalist
-   command, runnable as ``python -m scripts.data_prep.brats``) and ``mckd.ckpt_export`` (the checked TorchScript
-   export, ``python -m scripts.mckd.ckpt_export``) and ``mckd.onnx_export`` (the checked ONNX export), as
-   ``scripts/mckd/...`` and ``scripts/data_prep/...``,
-   rewriting their absolute imports ``mckd.x`` -> ``scripts.mckd.x`` (relative imports are kept),
+2. vendors the import closure of every ``mckd`` module the configs (and the bundle's own ``scripts/*.py``) name, plus
+   ``data_prep.brats`` (the datalist command, runnable as ``python -m scripts.data_prep.brats``) and
+   ``mckd.ckpt_export`` (the checked TorchScript export, ``python -m scripts.mckd.ckpt_export``) and
+   ``mckd.onnx_export`` (the checked ONNX export), as ``scripts/mckd/...`` and ``scripts/data_prep/...``, rewriting
+   their absolute imports ``mckd.x`` -> ``scripts.mckd.x`` (relative imports are kept); the bundle's own
+   ``scripts/*.py`` are kept beside them, rewritten the same way,
 3. points the configs' ``_target_`` paths and expressions at ``scripts.mckd...``,
-4. formats the vendored code with black (line length 120, the model zoo's setting), so that the zoo's code-format
-   check (black, flake8 with the zoo's ``setup.cfg``) passes on the copy,
-5. writes a model-zoo style unit test (``ci/unit_tests/test_<bundle>.py``: train, evaluate and infer on synthetic
-   data through ``ConfigWorkflow`` with ``check_properties``) when this package has one for the bundle,
-6. optionally merges config overlays into ``inference.json`` (``--overlay cpu_small.json``: the exported inference
-   defaults then build the network the shipped weights belong to), copies checked weights to ``models/model.pt``
-   and lists them with their SHA-256 in ``large_files.yml`` (``--weights``, ``--weights-url``), and fills
+4. formats every Python file as the zoo's code-format check (``runtests.sh --codeformat``) expects: isort and black
+   with the zoo's settings (:data:`ZOO_ISORT`, :data:`ZOO_BLACK_TARGETS`, line length 120, magic trailing commas
+   skipped), and runs flake8 with the zoo's settings and plugins (:data:`ZOO_FLAKE8`): what the plugins flag in the
+   vendored code is waived line by line with ``# noqa`` (logged, and listed in :attr:`ExportResult.waived`); a
+   finding elsewhere stops the export,
+5. writes the model-zoo style unit tests (``ci/unit_tests/test_<bundle>.py``: train, evaluate and infer on synthetic
+   data through ``ConfigWorkflow`` with ``check_properties``; ``test_<bundle>_dist.py``: ``multi_gpu_train.json``
+   under ``torchrun``, 2 gloo processes on a CPU) when this package has them for the bundle,
+6. writes ``docs/README.md`` from the model card in the shape of the zoo's README template (:data:`README_SECTIONS`;
+   relative links that leave the bundle become plain text),
+7. optionally merges config overlays into ``inference.json`` (``--overlay cpu_small.json``: the exported inference
+   defaults then build the network the shipped weights belong to), ships checked weights as ``models/model.pt`` (the
+   network's plain state dict, as ``ckpt_export`` without ``--key_in_ckpt`` reads it, also from a checkpoint with a
+   ``model`` entry) listed with their SHA-256 in ``large_files.yml`` (``--weights``, ``--weights-url``), with the
+   learned importance ``models/modality_weights.pt`` beside them when the weights have one, and fills
    ``eval_metrics`` from an evaluation report (``--eval-report <output_dir>/evaluation_summary.json``),
-7. validates the metadata against the schema it names (the local copy ``bundle/meta_schema_<date>.json`` of this
+8. validates the metadata against the schema it names (the local copy ``bundle/meta_schema_<date>.json`` of this
    repository is used, so no download is needed),
-8. warns about third-party packages the vendored code imports at module level (required at run time) that neither
+9. warns about third-party packages the vendored code imports at module level (required at run time) that neither
    MONAI's core dependencies nor the metadata pin; imports inside functions and ``optional_import`` calls are optional
    extras (``brats-evaluation`` for the lesion-wise scorer, ``SimpleITK`` for registration) and only listed.
 
+The metadata's ``required_packages_version`` (and ``numpy_version``, ``pytorch_version``, ``monai_version``) are the
+one place of the bundle's pins; the zoo's CI installs them as ``name==version`` on Python 3.10, so each must have a
+release for 3.10 (``tests/bundle/test_zoo_ci.py`` holds the checked table).
 The repository's metadata pins only packages that ``pip`` can install: ``mckd`` itself is not on PyPI, so the
 repository bundle documents ``pip install -e .`` instead, and the export vendors the code.
 
@@ -607,7 +619,11 @@ def render_readme(
             )
         if parts or heading in _README_REQUIRED:
             lines += [f"## **{heading}**", "\n\n".join(parts) or "Not stated in the model card.", ""]
-    return rewrite_config_text("\n".join(lines).rstrip() + "\n")
+    text = rewrite_config_text("\n".join(lines).rstrip() + "\n")
+    # the bundle's own scripts import the vendored code as ``scripts.mckd``: run them as modules of the bundle root
+    return re.sub(
+        rf"python {SCRIPTS}/([\w/]+)\.py\b", lambda m: f"python -m {SCRIPTS}.{m.group(1).replace('/', '.')}", text
+    )
 
 
 def _copy_bundle(bundle: Path, out: Path) -> None:
@@ -638,8 +654,36 @@ def _check_out(bundle: Path, out: Path, weights: str | Path | None, weights_url:
     out.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _vendor(closure: Mapping[str, Path], out: Path) -> list[str]:
-    """Write the rewritten, formatted modules of ``closure`` under ``out/scripts``; return their sources."""
+def _own_scripts(bundle: Path) -> dict[Path, str]:
+    """The bundle's own Python files under ``scripts/`` (relative path -> source), which the export keeps.
+
+    Raises:
+        ExportError: for a file where the vendored packages go (``scripts/mckd``, ``scripts/data_prep``).
+    """
+    folder = bundle / SCRIPTS
+    files = sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts) if folder.is_dir() else []
+    own = {p.relative_to(folder): p.read_text(encoding="utf-8") for p in files}
+    clash = [str(path) for path in own if path.parts[0] in VENDORED_PACKAGES]
+    if clash:
+        raise ExportError(f"the bundle's {SCRIPTS}/ holds {clash}, where the export vendors {VENDORED_PACKAGES}.")
+    return own
+
+
+def _vendored_imports(sources: Iterable[str]) -> set[str]:
+    """Modules of the vendored packages that ``sources`` import absolutely (importable names)."""
+    found = set()
+    for source in sources:
+        for node in ast.walk(ast.parse(source)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            found |= {n for n in names if n.split(".")[0] in VENDORED_PACKAGES and _module_file(n) is not None}
+    return found
+
+
+def _vendor(closure: Mapping[str, Path], own: Mapping[Path, str], out: Path) -> list[str]:
+    """Write the rewritten, formatted modules of ``closure`` and the bundle's own scripts ``own`` under
+    ``out/scripts``; return the sources of both."""
     sources = []
     for name, path in closure.items():
         parts = name.split(".")
@@ -647,10 +691,14 @@ def _vendor(closure: Mapping[str, Path], out: Path) -> list[str]:
         source = path.read_text(encoding="utf-8")
         sources.append(source)
         write_text_atomic(out / SCRIPTS / relative, format_python(rewrite_imports(source)))
-    docstring = (
-        f'"""Custom code of this bundle: {", ".join(VENDORED_PACKAGES)} modules vendored by mckd.bundle_export."""\n'
-    )
-    write_text_atomic(out / SCRIPTS / "__init__.py", format_python(docstring))
+    for relative, source in own.items():
+        sources.append(source)
+        write_text_atomic(out / SCRIPTS / relative, format_python(rewrite_imports(source)))
+    if Path("__init__.py") not in own:
+        docstring = (
+            f'"""Custom code of this bundle: {", ".join(VENDORED_PACKAGES)} modules vendored by mckd.bundle_export."""'
+        )
+        write_text_atomic(out / SCRIPTS / "__init__.py", format_python(docstring + "\n"))
     return sources
 
 
@@ -822,14 +870,17 @@ def export_bundle(
     inference = merge_overlays(texts["inference.json"], _read_overlays(bundle, overlays)) if overlays else None
     dirs = [Path(d) for d in schema_dirs] if schema_dirs is not None else [bundle.parent, bundle]
     meta = _export_metadata(texts["metadata.json"], Path(eval_report) if eval_report else None, dirs)
-    closure = import_closure(config_module_references(texts.values()) | set(extra_modules))
+    own = _own_scripts(bundle)
+    closure = import_closure(
+        config_module_references(texts.values()) | set(extra_modules) | _vendored_imports(own.values())
+    )
     shipped = deployable_weights(Path(weights), inference or texts["inference.json"]) if weights is not None else None
 
     # built in a hidden sibling folder and renamed at the end: a failed export leaves no half-written bundle
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)) / out.name
     try:
         _copy_bundle(bundle, staging)
-        sources = _vendor(closure, staging)
+        sources = _vendor(closure, own, staging)
         configs = _write_configs(texts, staging, inference)
         # free-text fields name commands too (``python -m data_prep.brats``)
         metadata = rewrite_config_text(json.dumps(meta, indent=4)) + "\n"

@@ -28,6 +28,7 @@ from mckd.bundle_export import ExportError, _card_sections, export_bundle, rende
 from mckd.distillation import ModalityImportance
 
 BUNDLE_NAME = "brats_mri_mckd_segmentation"
+AVMNIST = "avmnist_mckd_classification"
 #: The zoo's code-format settings (its ``setup.cfg`` and ``pyproject.toml``), written as our own config files.
 ZOO_SETUP_CFG = """\
 [flake8]
@@ -120,6 +121,7 @@ def zoo(bundle, web, tmp_path_factory):
         bundle.root, root / "models" / BUNDLE_NAME, overlays=["cpu_small.json"], weights=weights,
         weights_url=f"{url}/{BUNDLE_NAME}/model.pt",
     )  # fmt: skip
+    export_bundle(bundle.repo / "bundle" / AVMNIST, root / "models" / AVMNIST)  # checked by the code-format test
     return root, result
 
 
@@ -138,6 +140,18 @@ def test_code_format_checks_pass_as_the_zoo_runs_them(zoo):
     plugins = subprocess.run([sys.executable, "-m", "flake8", "--version"], capture_output=True, text=True).stdout
     for plugin in ("flake8-bugbear", "flake8-comprehensions", "flake8-executable", "pep8-naming"):
         assert plugin in plugins  # the zoo's plugins are active, so their checks ran
+
+
+def test_the_bundles_own_scripts_are_kept_and_run_as_modules_of_the_bundle(zoo):
+    root, _ = zoo
+    out = root / "models" / AVMNIST
+    compare = (out / "scripts" / "compare_kd.py").read_text()
+    assert "from scripts.mckd import tables" in compare and "\nfrom mckd" not in compare
+    assert (out / "scripts" / "mckd" / "avmnist" / "data.py").is_file()  # what it imports is vendored
+    readme = (out / "docs" / "README.md").read_text()
+    assert "python -m scripts.compare_kd" in readme and "python scripts/compare_kd.py" not in readme
+    result = subprocess.run([sys.executable, "-m", "scripts.compare_kd", "--help"], cwd=out, capture_output=True)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_vendored_scripts_sort_with_the_third_party_imports(zoo):
