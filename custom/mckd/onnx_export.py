@@ -17,11 +17,15 @@ Usage::
 
     python -m mckd.onnx_export --config_file configs/inference.json [--config_file configs/cpu_small.json] \\
         --ckpt_file models/model.pt --filepath models/model.onnx [--input_shape 1 8 80 160 160]
+
+``--config_file`` also takes the list form of ``python -m monai.bundle`` (``"['configs/inference.json',
+'configs/cpu_small.json']"``). The ONNX file may not be one of the inputs (checkpoint, configs).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import itertools
 import logging
@@ -36,7 +40,7 @@ from torch import nn
 
 from mckd.availability import pack_available, split_available
 from mckd.checkpoints import CheckpointError, load_objects
-from mckd.fileio import atomic_path
+from mckd.fileio import atomic_path, ensure_not_input
 from mckd.networks.conv import OneDNNConv3d
 from mckd.networks.segnet import MultiModalSegNet
 
@@ -152,18 +156,60 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_files(values: Sequence[str]) -> list[str]:
+    """``--config_file`` values, each a path or the list form of ``python -m monai.bundle`` (``"['a','b']"``)."""
+    files: list[str] = []
+    for value in values:
+        if value.strip().startswith("["):
+            try:
+                parsed = ast.literal_eval(value)
+            except (ValueError, SyntaxError) as err:
+                raise ValueError(f"--config_file {value!r} is neither a path nor a list of paths.") from err
+            files += [str(item) for item in parsed]
+        else:
+            files.append(value)
+    return files
+
+
+def _check_shape(shape: Sequence[int], num_modalities: int, total_stride: Sequence[int]) -> None:
+    """Refuse an input shape the network cannot take, naming what it needs.
+
+    Raises:
+        ValueError: unless ``shape`` is ``B, 2M, D, H, W`` with positive sizes divisible by the total stride.
+    """
+    batch, channels, *spatial = shape
+    if (
+        batch < 1
+        or channels != 2 * num_modalities
+        or any(size < 1 or size % stride for size, stride in zip(spatial, total_stride))
+    ):
+        raise ValueError(
+            f"--input_shape {list(shape)}: expected B >= 1, {2 * num_modalities} channels (image and availability "
+            f"of {num_modalities} modalities) and spatial sizes that are positive multiples of the network's total "
+            f"stride {list(total_stride)}."
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Export and check; 0 on success, 1 for a bad checkpoint or an export outside the tolerance."""
+    """Export and check; 0 on success, 1 for a bad checkpoint or an export outside the tolerance, 2 for bad
+    arguments."""
     args = _parser().parse_args(argv)
-    config = ConfigParser()
-    config.read_config(args.config_file)
-    network = config.get_parsed_content("network_def")
+    try:
+        config_files = _config_files(args.config_file)
+        ensure_not_input(args.filepath, [args.ckpt_file, *config_files])
+        config = ConfigParser()
+        config.read_config(config_files)
+        network = config.get_parsed_content("network_def")
+        shape = args.input_shape or [1, 2 * network.num_modalities, *config.get_parsed_content("sw_roi_size")]
+        _check_shape(shape, network.num_modalities, network.total_stride)
+    except (ValueError, FileNotFoundError) as err:
+        logger.error("error: %s", err)
+        return 2
     try:
         load_objects({args.key_in_ckpt: network}, args.ckpt_file, map_location="cpu")
     except CheckpointError as err:
         logger.error("error: %s", err)
         return 1
-    shape = args.input_shape or [1, 2 * network.num_modalities, *config.get_parsed_content("sw_roi_size")]
     export_onnx(network, args.filepath, shape)
     difference = max_difference(network, args.filepath, shape)
     logger.info("onnxruntime vs PyTorch, all subsets of modalities: max relative difference %.3g", difference)
