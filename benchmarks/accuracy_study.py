@@ -313,7 +313,7 @@ def _refused_as_diverged(err: Exception) -> bool:
     """Whether the evaluation refused the run because it diverged: a network output that is not finite
     (``DivergedNetworkError``, a ``FloatingPointError``) or a checkpoint holding NaN/inf; any other unreadable
     checkpoint is a real error."""
-    from mckd.evaluation import non_finite_entries
+    from mckd.checkpoints import non_finite_entries
 
     if isinstance(err, FloatingPointError):
         return True

@@ -51,6 +51,7 @@ __all__ = [
     "CheckpointError",
     "load_checkpoint",
     "check_compatible",
+    "non_finite_entries",
     "load_objects",
     "save_checkpoint",
     "ensure_writable_folder",
@@ -236,6 +237,25 @@ def check_compatible(
             raise CheckpointError(path, f"does not fit '{name}': {'; '.join(problems)}; {_CAUSE}.")
 
 
+def non_finite_entries(state: Any, prefix: str = "") -> list[str]:
+    """Names (dotted paths) of the floating-point tensors in a nested checkpoint that hold NaN or infinity."""
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() or state.is_complex():
+            bad = int((~torch.isfinite(state)).sum())
+            return [f"{prefix or 'tensor'} ({bad} of {state.numel()} values)"] if bad else []
+        return []
+    if isinstance(state, Mapping):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return []
+    found: list[str] = []
+    for key, value in items:
+        found += non_finite_entries(value, f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
 def load_objects(
     load_dict: Mapping[str, Any], path: PathLike, map_location: Any = None, strict: bool = True
 ) -> dict[str, Any]:
@@ -255,8 +275,9 @@ def load_objects(
         the checkpoint dictionary that was loaded.
 
     Raises:
-        CheckpointError: see :func:`load_checkpoint` and :func:`check_compatible`; also when an object's own
-            ``load_state_dict`` rejects its entry.
+        CheckpointError: see :func:`load_checkpoint` and :func:`check_compatible`; also when a network's entry holds
+            NaN or infinite values (naming the first tensors), or an object's own ``load_state_dict`` rejects its
+            entry.
     """
     if not load_dict:
         raise ValueError("load_dict must name at least one object to load.")
@@ -265,6 +286,15 @@ def load_objects(
     if not others and first not in checkpoint:
         checkpoint = {first: checkpoint}
     check_compatible(load_dict, checkpoint, path, strict)
+    modules = [name for name, obj in load_dict.items() if isinstance(obj, nn.Module)]
+    bad = [entry for name in modules for entry in non_finite_entries(checkpoint[name], name)]
+    if bad:
+        more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
+        raise CheckpointError(
+            path,
+            f"holds NaN or infinite values in {', '.join(bad[:_SHOWN])}{more}: the run that wrote it diverged. Use an "
+            "earlier checkpoint, or retrain with a lower learning rate or gradient clipping (max_grad_norm).",
+        )
     try:
         Checkpoint.load_objects(to_load=dict(load_dict), checkpoint=checkpoint, strict=strict)
     except (KeyError, ValueError, RuntimeError, TypeError) as err:

@@ -32,7 +32,7 @@ from monai.inferers import Inferer
 from monai.transforms import Activations, AsDiscrete, Compose
 
 from mckd.availability import all_subsets, pack_available, read_available, subset_name, under_subsets
-from mckd.checkpoints import CheckpointError, load_deployable
+from mckd.checkpoints import load_deployable
 from mckd.progress import progress_bar
 from mckd.scoring import ConventionLike, score_regions, scoring_convention, voxel_spacing
 
@@ -42,7 +42,6 @@ __all__ = [
     "SubsetEvaluator",
     "DivergedNetworkError",
     "default_postprocessing",
-    "non_finite_entries",
     "load_checkpoint_for_scoring",
 ]
 
@@ -58,25 +57,6 @@ class DivergedNetworkError(FloatingPointError):
     """The network's output is NaN or infinite: its weights come from a diverged run and are not scored."""
 
 
-def non_finite_entries(state: Any, prefix: str = "") -> list[str]:
-    """Names (dotted paths) of the floating-point tensors in a nested checkpoint that hold NaN or infinity."""
-    if isinstance(state, torch.Tensor):
-        if state.is_floating_point() or state.is_complex():
-            bad = int((~torch.isfinite(state)).sum())
-            return [f"{prefix or 'tensor'} ({bad} of {state.numel()} values)"] if bad else []
-        return []
-    if isinstance(state, Mapping):
-        items = state.items()
-    elif isinstance(state, (list, tuple)):
-        items = enumerate(state)
-    else:
-        return []
-    found: list[str] = []
-    for key, value in items:
-        found += non_finite_entries(value, f"{prefix}.{key}" if prefix else str(key))
-    return found
-
-
 def load_checkpoint_for_scoring(
     network: torch.nn.Module,
     path: Any,
@@ -84,31 +64,18 @@ def load_checkpoint_for_scoring(
     importance_path: Any = None,
     map_location: Any = None,
 ) -> dict[str, Any]:
-    """Load the network (and its learned importance) with :func:`mckd.checkpoints.load_deployable`, refusing a
-    diverged run.
+    """Load the network (and its learned importance) for the ``initialize`` list of an evaluation config.
 
-    For the ``initialize`` list of an evaluation config. Every floating-point tensor loaded must be finite: NaN or
-    infinite values mean the run diverged, and such a network predicts nothing, which the BraTS conventions score as
-    Dice 1 on every case without that region.
+    :func:`mckd.checkpoints.load_deployable`, which refuses NaN or infinite weights: such a network predicts
+    nothing, which the BraTS conventions would score as Dice 1 on every case without that region.
 
     Returns:
         the loaded state dicts, ``{"model": ..., "modality_weights": ...}``.
 
     Raises:
-        CheckpointError: see :func:`mckd.checkpoints.load_deployable`; also when a loaded tensor holds non-finite
-            values, naming the file and the first offending tensors.
+        CheckpointError: see :func:`mckd.checkpoints.load_deployable`.
     """
-    loaded = load_deployable(network, path, importance, importance_path, map_location=map_location)
-    bad = non_finite_entries(loaded)
-    if bad:
-        more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
-        raise CheckpointError(
-            path,
-            f"holds NaN or infinite values in {', '.join(bad[:_SHOWN])}{more}: the run diverged and is not scored. "
-            "Evaluate an earlier checkpoint, or retrain with a lower learning rate or gradient clipping "
-            "(max_grad_norm).",
-        )
-    return loaded
+    return load_deployable(network, path, importance, importance_path, map_location=map_location)
 
 
 def default_postprocessing(threshold: float = 0.5) -> Compose:

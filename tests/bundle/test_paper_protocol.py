@@ -4,6 +4,7 @@ every consumer reads with its defaults (inference, evaluation, MONAI's ``ckpt_ex
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -110,3 +111,20 @@ def test_onnx_export_reads_model_pt_with_its_defaults(paper_run, tmp_path):
     ]
     _run(command, paper_run.root)
     assert target.stat().st_size > 0
+
+
+def test_inference_refuses_a_model_with_nan_weights_and_writes_nothing(paper_run, tmp_path):
+    bundle_copy = tmp_path / "bundle"
+    shutil.copytree(paper_run.root, bundle_copy, ignore=shutil.ignore_patterns("eval"))
+    state = torch.load(bundle_copy / "models" / "model.pt", weights_only=True)
+    first = next(key for key, value in state.items() if value.is_floating_point())
+    state[first].view(-1)[0] = float("nan")
+    torch.save(state, bundle_copy / "models" / "model.pt")
+    command = _bundle_run(
+        "['configs/inference.json','configs/cpu_small.json']", "--dataset_dir", str(paper_run.cases),
+        "--output_dir", str(tmp_path / "predictions"),
+    )
+    result = _run(command, bundle_copy, expect=1)
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"holds NaN or infinite values in model.{first} (1 of" in last and "diverged" in last, last
+    assert not list(tmp_path.glob("predictions/*.nii.gz"))
