@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 #: ``(pred [R, *S], reference [R, *S], spacing) -> {metric name: [R] values}``: extra per-sample metrics.
 ExtraScorer = Callable[[torch.Tensor, torch.Tensor, Sequence[float] | None], Mapping[str, Sequence[float]]]
-#: How many offending tensors a message lists.
-_SHOWN = 5
 
 
 class DivergedNetworkError(FloatingPointError):
