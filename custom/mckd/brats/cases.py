@@ -81,6 +81,11 @@ _GRADE_FOLDERS = frozenset({"HGG", "LGG"})
 _LABEL_SUFFIX = "seg"
 
 
+#: Largest voxel magnitude accepted: squares summed over ~1e7 voxels stay far below float32's 3.4e38. MR intensities
+#: (scanner units, or scaled to a few thousand) are many orders of magnitude smaller.
+MAX_INTENSITY = 1e12
+
+
 class CaseError(ValueError):
     """A case cannot be used; the message names the case and the file. Inference goes on with the other cases.
 
@@ -558,13 +563,25 @@ def check_voxels(case_id: str | None, path: PathLike, data: Any, what: str = "")
         what: which part of the file, e.g. ``"channel 2 (T1ce)"``, for messages.
 
     Raises:
-        CaseError: when the voxels hold NaN or Inf.
+        CaseError: when the voxels hold NaN or Inf, or magnitudes beyond :data:`MAX_INTENSITY` (the intensity
+            normalisation's float32 sums of squares would overflow and leave the case all background).
     """
     array = np.asarray(data)
+    part = f"{what} " if what else ""
     if array.dtype.kind == "f":
         bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         if bad:
-            raise CaseError(case_id, f"{what + ' ' if what else ''}contains {bad} NaN/Inf voxels.", path)
+            raise CaseError(case_id, f"{part}contains {bad} NaN/Inf voxels.", path)
+    if array.size and array.dtype.kind in "fiu":
+        largest = float(np.abs(array).max())
+        if largest > MAX_INTENSITY:
+            raise CaseError(
+                case_id,
+                f"{part}holds intensities up to {largest:.3g}, beyond {MAX_INTENSITY:.0e}: not the range of an MR "
+                "image (check the header's scl_slope / scl_inter or the conversion that wrote it); the intensity "
+                "normalisation would overflow float32.",
+                path,
+            )
     return bool(array.any())
 
 

@@ -8,6 +8,8 @@ The inference config wires these pieces around MONAI's dataset, loader and evalu
   DICOM series with a missing slice, ...) becomes a record of that failure instead of an exception;
 - :class:`CaseInferenceEvaluator`: MONAI's ``SupervisedEvaluator`` that passes such records by, and records a case
   whose inference or writing fails, then goes on with the next case;
+- :class:`RequireFinited`: a case whose network output is not finite is refused (a case error), never written as
+  an all-background map;
 - :class:`InferenceSummary`: an ignite handler that logs the summary (written, skipped with the reason), writes it to
   ``<output_dir>/inference_summary.json`` and gives the exit status.
 
@@ -25,9 +27,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monai.config import PathLike
+import torch
+from monai.config import KeysCollection, PathLike
 from monai.data import Dataset
 from monai.engines import SupervisedEvaluator
+from monai.transforms import MapTransform
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from mckd.brats.cases import CaseError, Discovery, DiscoveryError, discover_cases
@@ -48,6 +52,7 @@ __all__ = [
     "find_cases",
     "CaseDataset",
     "CaseInferenceEvaluator",
+    "RequireFinited",
     "InferenceSummary",
 ]
 
@@ -163,6 +168,39 @@ class CaseInferenceEvaluator(SupervisedEvaluator):
             return super()._iteration(engine, batchdata)
         except Exception as err:  # noqa: BLE001 - one case's failure must not stop the others; it is reported
             return {"case_id": case_id or "", FAILURE_KEY: _message(err, case_id, "inference")}
+
+
+class RequireFinited(MapTransform):
+    """Refuse a case whose network output holds NaN or infinite values, naming the case.
+
+    Thresholding turns NaN into background, so without this check a diverged network or an overflowed input gives
+    an all-background map and exit status 0. For the start of the inference postprocessing (before the sigmoid).
+
+    Args:
+        keys: the network output's key (``"pred"``).
+        case_key: the case identifier's key. Default ``"case_id"``.
+    """
+
+    def __init__(self, keys: KeysCollection, case_key: str = "case_id") -> None:
+        super().__init__(keys)
+        self.case_key = case_key
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """
+        Raises:
+            CaseError: when an output holds NaN or infinite values.
+        """
+        d = dict(data)
+        for key in self.key_iterator(d):
+            values = torch.as_tensor(d[key])
+            bad = int((~torch.isfinite(values)).sum())
+            if bad:
+                raise CaseError(
+                    _first(d.get(self.case_key)),
+                    f"the network's output holds {bad} of {values.numel()} values NaN or infinite: the weights or "
+                    "this case's intensities are unusable; nothing was written for it.",
+                )
+        return d
 
 
 class InferenceSummary:
