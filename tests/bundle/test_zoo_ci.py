@@ -61,16 +61,18 @@ TEMPLATE_HEADINGS = (
     "## **References**",
 )
 REQUIRED_HEADINGS = TEMPLATE_HEADINGS[:5] + ("## **System Configuration**",)
-#: Newest release of each pinned package that still installs on Python 3.10, the zoo CI's Python (checked with
-#: ``pip download --no-deps --only-binary=:all: --python-version 3.10 NAME==VERSION``; the next minor release of each
-#: needs Python 3.11). None: every release up to the pinned one was found to install there. A pin missing here is an
+#: Newest release of each pinned package that installs on Python 3.10, the zoo CI's Python, with the other pins:
+#: each pin was checked with ``pip download --no-deps --only-binary=:all: --python-version 3.10 NAME==VERSION`` and
+#: the pins without torch together with ``pip install --dry-run --only-binary=:all:`` under Python 3.10. The next
+#: minor release of each needs Python 3.11 (numpy 2.3, scipy 1.16, matplotlib 3.11, scikit-learn 1.8), and mlxtend
+#: 0.24 needs scipy >= 1.16.3. None: every release up to the pinned one installed there. A pin missing here is an
 #: unchecked pin: check it the same way and add it.
 NEWEST_ON_PY310 = {
     "numpy": (2, 2),
     "scipy": (1, 15),
     "matplotlib": (3, 10),
     "scikit-learn": (1, 7),
-    "mlxtend": (0, 24),
+    "mlxtend": (0, 23),
     "torch": None,
     "monai": None,
     "pytorch-ignite": None,
