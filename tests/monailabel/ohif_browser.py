@@ -3,27 +3,32 @@
 Run with MONAI Label's Python (selenium is installed there, pinned in ``conftest.py``); drives Debian's
 ``/usr/bin/chromium`` through ``/usr/bin/chromedriver``, with a new empty profile, no network besides 127.0.0.1::
 
-    python ohif_browser.py --server http://127.0.0.1:PORT --study STUDY_UID --segment NAME --out DIR
+    python ohif_browser.py --server http://127.0.0.1:PORT --study STUDY_UID --reference 'T1 POST GAD' \\
+        --image 17 --segment NAME --out DIR
 
-Writes ``DIR/ohif_image.png`` (the study's reference series, before the SEG is loaded), ``DIR/ohif_seg.png`` (after)
-and ``DIR/ohif_report.json`` (what the page listed: the SEG thumbnail, the segment names in the segmentation panel,
-each step's time). Exits 0 when every step was done, 1 with the failing step in the report otherwise.
+Opens the reference series at image ``--image`` and writes ``DIR/ohif_image.png``; opens the SEG (OHIF asks
+whether to, and shows it over its reference series), returns to that image and writes ``DIR/ohif_seg.png``; opens the
+segmentation panel and writes ``DIR/ohif_seg_panel.png``; ``DIR/ohif_report.json`` holds what the page listed (the
+thumbnails, the segment names in the panel) and each step's time. Exits 0 when every step was done, 1 with the
+failing step in the report otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
@@ -38,8 +43,12 @@ FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--window-size=1400,900",
+    # software WebGL (SwiftShader) for OHIF's renderer: Chromium no longer falls back to it by itself
+    "--enable-unsafe-swiftshader",
+    "--use-angle=swiftshader",
 )
-THUMBNAIL = '[data-cy="study-browser-thumbnail"]'
+THUMBNAIL = '[data-cy^="study-browser-thumbnail"]'
+KEYS_PER_STEP = 40
 
 
 def driver(profile: str) -> webdriver.Chrome:
@@ -53,13 +62,58 @@ def driver(profile: str) -> webdriver.Chrome:
 
 def wait_for(browser: webdriver.Chrome, what: str, condition, timeout_s: float):
     try:
-        return WebDriverWait(browser, timeout_s, poll_frequency=0.5).until(condition)
+        wait = WebDriverWait(
+            browser, timeout_s, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,)
+        )
+        return wait.until(condition)
     except TimeoutException as err:
         raise RuntimeError(f"timed out after {timeout_s} s waiting for {what}") from err
 
 
+def page_text(browser: webdriver.Chrome) -> str:
+    return browser.find_element(By.TAG_NAME, "body").text
+
+
 def thumbnails(browser: webdriver.Chrome) -> list[str]:
     return [t.text.replace("\n", " | ") for t in browser.find_elements(By.CSS_SELECTOR, THUMBNAIL)]
+
+
+def button(browser: webdriver.Chrome, text: str):
+    """The displayed button whose text is ``text`` (None when there is none)."""
+    found = [b for b in browser.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == text and b.is_displayed()]
+    return found[0] if found else None
+
+
+def open_series(browser: webdriver.Chrome, name: str, timeout_s: float) -> None:
+    """Double-click the study browser's thumbnail of the series described ``name`` (found anew while the study
+    browser re-renders)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            matches = [t for t in browser.find_elements(By.CSS_SELECTOR, THUMBNAIL) if name in t.text]
+            if matches:
+                ActionChains(browser).double_click(matches[0]).perform()
+                return
+        except StaleElementReferenceException:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no thumbnail of '{name}' among {thumbnails(browser)}")
+        time.sleep(0.5)
+
+
+def go_to_image(browser: webdriver.Chrome, number: int, timeout_s: float) -> None:
+    """Show image ``number`` (1-based, as the viewport's ``I:`` overlay counts) of the active viewport."""
+    viewport = browser.find_element(By.CSS_SELECTOR, '[data-cy="viewport-pane"]')
+    ActionChains(browser).move_to_element(viewport).perform()
+    deadline = time.monotonic() + timeout_s
+    while f"I:{number} (" not in page_text(browser).replace("\n", ""):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the viewport did not reach image {number}: {page_text(browser)[-200:]!r}")
+        shown = [int(x) for x in re.findall(r"I:\s*(\d+) \(", page_text(browser).replace("\n", ""))] or [1]
+        key = Keys.ARROW_DOWN if shown[-1] < number else Keys.ARROW_UP
+        for _ in range(min(abs(number - shown[-1]), KEYS_PER_STEP) or 1):
+            ActionChains(browser).send_keys(key).perform()
+        time.sleep(0.5)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -78,54 +132,53 @@ def run(args: argparse.Namespace) -> dict:
             wait_for(browser, "the study's thumbnails", lambda b: len(thumbnails(b)) >= args.min_series, args.timeout)
             report["thumbnails"] = thumbnails(browser)
             step("viewer_loaded")
-            wait_for(browser, "a rendered viewport", lambda b: b.find_elements(By.CSS_SELECTOR, "canvas"), args.timeout)
+            hide = browser.find_elements(By.CSS_SELECTOR, '[data-cy="confirm-and-hide-button"]')
+            if hide:
+                hide[0].click()
+            open_series(browser, args.reference, args.timeout)
+            wait_for(browser, "the reference series", lambda b: f"{args.reference}\nI:" in page_text(b), args.timeout)
+            go_to_image(browser, args.image, args.timeout)
             time.sleep(args.settle)
             browser.save_screenshot(str(out / "ohif_image.png"))
             step("image_screenshot")
-            seg = [t for t in browser.find_elements(By.CSS_SELECTOR, THUMBNAIL) if "SEG" in t.text]
-            if not seg:
-                raise RuntimeError(f"no SEG thumbnail among {report['thumbnails']}")
-            ActionChains(browser).double_click(seg[0]).perform()
+            open_series(browser, "SEG", args.timeout)
+            wait_for(browser, "OHIF's question to open the SEG", lambda b: button(b, "Yes"), args.timeout).click()
             step("seg_opened")
-            loaded = wait_for(
-                browser, "the SEG's segments in the page", lambda b: _listed(b, args.segment), args.timeout
-            )
-            report["segments_listed"] = loaded
+            wait_for(browser, "the SEG on its reference series", lambda b: button(b, "Yes") is None, args.timeout)
+            time.sleep(args.settle)
+            go_to_image(browser, args.image, args.timeout)
             time.sleep(args.settle)
             browser.save_screenshot(str(out / "ohif_seg.png"))
             step("seg_screenshot")
+            browser.find_element(By.CSS_SELECTOR, '[data-cy="panelSegmentation-btn"]').click()
+            report["segments_listed"] = wait_for(
+                browser,
+                "the segment names in the segmentation panel",
+                lambda b: [n for n in args.segment if n.lower() in page_text(b).lower()],
+                args.timeout,
+            )
+            time.sleep(args.settle)
+            browser.save_screenshot(str(out / "ohif_seg_panel.png"))
+            step("segments_listed")
             report["ok"] = True
         except (RuntimeError, WebDriverException) as err:
             report["ok"] = False
             report["error"] = str(err).splitlines()[0]
             browser.save_screenshot(str(out / "ohif_failure.png"))
         finally:
-            report["page_text"] = browser.find_element(By.TAG_NAME, "body").text[-3000:]
+            report["page_text"] = page_text(browser)[-3000:]
             report["console"] = [e.get("message", "")[:300] for e in browser.get_log("browser")][-40:]
             browser.quit()
     (out / "ohif_report.json").write_text(json.dumps(report, indent=2))
     return report
 
 
-def _listed(browser: webdriver.Chrome, names: list[str]) -> list[str]:
-    """The segment names the page shows; confirms OHIF's question whether to load the SEG while there are none."""
-    text = browser.find_element(By.TAG_NAME, "body").text.lower()
-    return [name for name in names if name.lower() in text] or _click_load(browser)
-
-
-def _click_load(browser: webdriver.Chrome) -> list:
-    """Confirm OHIF's question whether to load the segmentation (its "Yes"/"Load" button), when it asks."""
-    for button in browser.find_elements(By.CSS_SELECTOR, "button, [role=button]"):
-        if button.text.strip().lower() in ("yes", "load") and button.is_displayed():
-            button.click()
-            break
-    return []
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", required=True)
     parser.add_argument("--study", required=True)
+    parser.add_argument("--reference", required=True, help="SeriesDescription of the SEG's reference series")
+    parser.add_argument("--image", type=int, default=1, help="the image (1-based, as OHIF counts) to show")
     parser.add_argument("--segment", action="append", default=[], help="a segment name the page must list")
     parser.add_argument("--min-series", type=int, default=2)
     parser.add_argument("--out", required=True)

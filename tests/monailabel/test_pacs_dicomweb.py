@@ -5,8 +5,10 @@
   through Orthanc's REST API: one MR series per sequence with scanner names ("AX FLAIR", "t1_mprage_sag_p2_iso",
   "T1 POST GAD", "T2W_TSE") on four different grids (``tests.dicom_builders.SCANNER_SEQUENCES``), plus a localiser;
   the same without T1; and one with two FLAIR series.
-- MONAI Label (the repository's app, untrained weights of the CPU configuration) with ``--studies <orthanc>/dicom-web``:
-  a request on any series segments the study and stores a DICOM SEG (highdicom) in Orthanc.
+- MONAI Label (the repository's app; the CPU configuration's network fitted for about 15 s to the case the studies
+  are made from, :mod:`tests.monailabel.tiny_model`, so that the segmentation is tumour-shaped) with
+  ``--studies <orthanc>/dicom-web``: a request on any series segments the study and stores a DICOM SEG (highdicom)
+  in Orthanc.
 - OHIF, served by MONAI Label, in headless Chromium (``/usr/bin/chromium``, ``chromium-driver``) driven by selenium
   from MONAI Label's environment: the study's SEG is listed and drawn; the screenshots land in the artifacts folder
   (``$MCKD_TEST_ARTIFACTS``, default ``<tmp>/mckd-test-artifacts``) under ``pacs_ohif/``.
@@ -38,7 +40,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from data_prep.synthetic_brats import case_rng, generate_case
+from data_prep.synthetic_brats import SyntheticCase, case_rng, generate_case
 from tests.dicom_builders import SCANNER_SEQUENCES, SeriesGrid, SequenceSpec, WrittenStudy, write_mr_study
 from tests.monailabel.pacs import (
     Pacs,
@@ -50,6 +52,7 @@ from tests.monailabel.pacs import (
     upload,
 )
 from tests.monailabel.servers import APP, BUNDLE, Server, bundle_copy, metadata_labels, running_server, tail
+from tests.monailabel.tiny_model import briefly_trained_weights
 
 pytestmark = pytest.mark.slow
 
@@ -97,10 +100,15 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
 
 
 @pytest.fixture(scope="module")
-def studies(pacs: Pacs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, WrittenStudy]:
+def case() -> SyntheticCase:
+    """The synthetic case every study is made from (48 x 48 x 32 voxels of 1 mm)."""
+    return generate_case((48, 48, 32), case_rng(0, 0), enhancing=True)
+
+
+@pytest.fixture(scope="module")
+def pacs_studies(pacs: Pacs, case: SyntheticCase, tmp_path_factory: pytest.TempPathFactory) -> dict[str, WrittenStudy]:
     """Three studies of three patients, written and uploaded: full (+ localiser), without T1, two FLAIRs."""
     root = tmp_path_factory.mktemp("pacs_studies")
-    case = generate_case((48, 48, 32), case_rng(0, 0), enhancing=True)
     seq = dict(SCANNER_SEQUENCES)
     layouts = {
         "full": {"localiser": LOCALISER, **seq},
@@ -122,11 +130,14 @@ def studies(pacs: Pacs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, W
 
 @pytest.fixture(scope="module")
 def server(
-    monailabel_python: Path, pacs: Pacs, untrained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+    monailabel_python: Path, pacs: Pacs, case: SyntheticCase, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("monailabel_pacs")
+    start = time.monotonic()
+    weights = briefly_trained_weights(root / "model.pt", case)
+    TIMES["tiny_model_fitted"] = time.monotonic() - start
     app = Path(shutil.copytree(APP, root / "bundle" / APP.name, ignore=shutil.ignore_patterns("logs", "__pycache__")))
-    bundle = bundle_copy(root / "bundle" / BUNDLE.name, untrained_checkpoint)
+    bundle = bundle_copy(root / "bundle" / BUNDLE.name, weights)
     conf = {"bundle": str(bundle), "bundle_configs": "inference.json,cpu_small.json"}
     env = {"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(root / "dicomweb_cache"), "TMPDIR": str(root / "tmp")}
     (root / "tmp").mkdir()
@@ -219,9 +230,9 @@ def assert_seg_matches(seg: pydicom.Dataset, study: WrittenStudy, reference: str
 
 
 def test_a_study_is_segmented_from_its_series_and_stored_as_dicom_seg(
-    pacs: Pacs, studies: dict[str, WrittenStudy], server: Server
+    pacs: Pacs, pacs_studies: dict[str, WrittenStudy], server: Server
 ) -> None:
-    study = studies["full"]
+    study = pacs_studies["full"]
     start = time.monotonic()
     result, label = _infer_all(server, study.series["flair"].uid)  # any series of the study: here FLAIR
     TIMES["infer_full_study_and_store_seg"] = time.monotonic() - start
@@ -249,13 +260,15 @@ def test_a_study_is_segmented_from_its_series_and_stored_as_dicom_seg(
     data = np.asarray(reference_label.dataobj).astype(int)
     assert set(np.unique(data).tolist()) <= {0, *metadata_labels().values()}
     assert [s["voxels"] for s in seg_info["segments"]] == [int((data == v).sum()) for v in (1, 2, 4)]
+    # the fitted network finds each sub-region, and only around the tumour (under 3 % of the volume)
+    assert all(s["voxels"] > 0 for s in seg_info["segments"]) and (data > 0).mean() < 0.03, seg_info["segments"]
     assert_seg_matches(_seg_of(pacs, study.uid, seg_info["series_uid"]), study, "t1ce", data)
 
 
 def test_a_study_without_t1_is_segmented_from_the_three_series_it_has(
-    pacs: Pacs, studies: dict[str, WrittenStudy], server: Server
+    pacs: Pacs, pacs_studies: dict[str, WrittenStudy], server: Server
 ) -> None:
-    study = studies["no_t1"]
+    study = pacs_studies["no_t1"]
     result, label = _infer_all(server, study.series["t2"].uid)
     assert result["modalities"] == ["flair", "t1ce", "t2"] and result["study"]["missing"] == ["t1"]
     assert result["study"]["reference"]["modality"] == "t1ce"
@@ -265,9 +278,9 @@ def test_a_study_without_t1_is_segmented_from_the_three_series_it_has(
 
 
 def test_two_candidates_for_one_modality_are_refused_with_the_reason(
-    studies: dict[str, WrittenStudy], server: Server
+    pacs_studies: dict[str, WrittenStudy], server: Server
 ) -> None:
-    study = studies["two_flair"]
+    study = pacs_studies["two_flair"]
     status, body, _ = _infer(server, study.series["t2"].uid, "json")
     assert status == 422, body[:500]
     detail = json.loads(body)["detail"]
@@ -275,32 +288,41 @@ def test_two_candidates_for_one_modality_are_refused_with_the_reason(
     assert "'AX FLAIR'" in detail and "'FLAIR_repeat'" in detail
 
 
-def _saturated_hues(png: Path, box: tuple[int, int, int, int]) -> dict[str, int]:
-    """Pixels inside ``box`` (left, top, right, bottom) by hue family: red, green, yellow, saturated and bright."""
+def _hue_counts(png: Path, box: tuple[int, int, int, int]) -> dict[str, int]:
+    """Pixels inside ``box`` (left, top, right, bottom) that are coloured (HSV saturation over 0.3, value over 0.25),
+    by hue family: red, yellow, green (the SEG's segment colours; OHIF's own interface is blue)."""
     from PIL import Image
 
-    image = np.asarray(Image.open(png).convert("RGB").crop(box)).astype(float) / 255.0
-    high, low = image.max(axis=-1), image.min(axis=-1)
-    saturated = (high - low > 0.35) & (high > 0.35)
-    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    hsv = np.asarray(Image.open(png).convert("RGB").crop(box).convert("HSV")).astype(float)
+    hue, coloured = hsv[..., 0] * 360 / 255, (hsv[..., 1] > 0.3 * 255) & (hsv[..., 2] > 0.25 * 255)
     return {
-        "red": int((saturated & (r >= high) & (g < 0.6 * r) & (b < 0.6 * r)).sum()),
-        "green": int((saturated & (g >= high) & (r < 0.7 * g) & (b < 0.7 * g)).sum()),
-        "yellow": int((saturated & (r > 0.6) & (g > 0.6) & (b < 0.5 * g)).sum()),
+        "red": int((coloured & ((hue < 20) | (hue >= 340))).sum()),
+        "yellow": int((coloured & (hue >= 40) & (hue < 70)).sum()),
+        "green": int((coloured & (hue >= 90) & (hue < 160)).sum()),
     }
 
 
-def test_ohif_lists_and_draws_the_seg(pacs: Pacs, studies: dict[str, WrittenStudy], server: Server) -> None:
+def test_ohif_lists_and_draws_the_seg(pacs: Pacs, pacs_studies: dict[str, WrittenStudy], server: Server) -> None:
     _require({"chromium": CHROMIUM.exists(), "chromium-driver": CHROMEDRIVER.exists()}, "the OHIF test")
-    study = studies["full"]
-    series = {s["0020000E"]["Value"][0]: s["00080060"]["Value"][0] for s in study_series(pacs, study.uid)}
-    if "SEG" not in series.values():  # the SEG test did not run first (a single test was selected)
-        _infer_all(server, study.series["flair"].uid)
+    study = pacs_studies["full"]
+    segs = [s["0020000E"]["Value"][0] for s in study_series(pacs, study.uid) if s["00080060"]["Value"] == ["SEG"]]
+    if not segs:  # the SEG test did not run first (this test was selected alone)
+        segs = [_infer_all(server, study.series["flair"].uid)[0]["dicom_seg"]["series_uid"]]
+    seg = _seg_of(pacs, study.uid, segs[0])
+    # the image to look at: the reference slice with the most segmented pixels (OHIF counts from the lowest slice)
+    slices = _reference_slices(study, "t1ce")
+    z_of = {round(float(s.ImagePositionPatient[2]), 3): k for k, s in enumerate(slices)}
+    per_slice = np.zeros(len(slices))
+    for f, frame in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        per_slice[z_of[round(float(frame.PlanePositionSequence[0].ImagePositionPatient[2]), 3)]] += seg.pixel_array[
+            f
+        ].sum()
+    image = int(per_slice.argmax()) + 1
     out = artifacts_dir()
     for old in out.glob("ohif_*"):
         old.unlink()
-    script = Path(__file__).with_name("ohif_browser.py")
-    command = [str(server_python()), str(script), "--server", server.url, "--study", study.uid, "--out", str(out)]
+    command = [str(server_python()), str(Path(__file__).with_name("ohif_browser.py")), "--server", server.url]
+    command += ["--study", study.uid, "--reference", "T1 POST GAD", "--image", str(image), "--out", str(out)]
     command += ["--min-series", str(len(study.series) + 1)]
     for name in SUBREGION_CODES:
         command += ["--segment", name]
@@ -309,15 +331,16 @@ def test_ohif_lists_and_draws_the_seg(pacs: Pacs, studies: dict[str, WrittenStud
     TIMES["ohif_open_and_draw"] = time.monotonic() - start
     report = json.loads((out / "ohif_report.json").read_text()) if (out / "ohif_report.json").exists() else {}
     assert done.returncode == 0, f"OHIF run failed: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    assert any("SEG" in t for t in report["thumbnails"]), report["thumbnails"]
-    assert report["segments_listed"], report
+    assert any(t.startswith("SEG | MCKD tumour sub-regions") for t in report["thumbnails"]), report["thumbnails"]
+    assert report["segments_listed"] == list(SUBREGION_CODES), report["segments_listed"]
     before, after = out / "ohif_image.png", out / "ohif_seg.png"
-    box = (300, 60, 1100, 860)  # the viewport, right of the study browser
-    colours_before, colours_after = _saturated_hues(before, box), _saturated_hues(after, box)
-    gain = {k: colours_after[k] - colours_before[k] for k in colours_after}
-    assert sum(gain.values()) > 2000 and sum(v > 200 for v in gain.values()) >= 2, (colours_before, colours_after)
+    box = (290, 130, 1360, 720)  # inside the viewport: right of the study browser, between the overlay texts
+    colours_before, colours_after = _hue_counts(before, box), _hue_counts(after, box)
+    assert sum(colours_before.values()) < 200, colours_before  # a grey image in a blue interface
+    gained = {k: colours_after[k] - colours_before[k] for k in colours_after}
+    assert sum(gained.values()) > 1000 and sum(v > 100 for v in gained.values()) >= 2, (colours_before, colours_after)
     (out / "times.json").write_text(json.dumps({**TIMES, "browser_steps": report["steps"]}, indent=2))
-    print(f"\nOHIF screenshots: {before}, {after}; colours before {colours_before}, after {colours_after}")
+    print(f"\nOHIF screenshots in {out}: image {image}, colours before {colours_before}, after {colours_after}")
     print("step times (s):", json.dumps({k: round(v, 1) for k, v in TIMES.items()}), report["steps"])
 
 
