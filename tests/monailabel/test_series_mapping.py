@@ -115,7 +115,10 @@ def test_rules_from_json_replace_the_defaults(tmp_path) -> None:
     path = tmp_path / "rules.json"
     config = {
         "fields": ["SeriesDescription"],
-        "rules": {"flair": {"include": "^fl"}, "t2": {"include": ["^t2"], "exclude": ["fl"], "fields": ["ProtocolName"]}},
+        "rules": {
+            "flair": {"include": "^fl"},
+            "t2": {"include": ["^t2"], "exclude": ["fl"], "fields": ["ProtocolName"]},
+        },
     }
     path.write_text(json.dumps(config))
     rules = rules_from_json(path)
