@@ -410,7 +410,7 @@ def average_markdown(average: Mapping[str, Any]) -> str:
     ours = [tables.number(average["dice"][r]) for r in regions]
     rows.append(["MCKD, mean of the 3 splits", "this evaluation", post, *ours])
     rows += _peer_rows("rfnet2018", regions)
-    verdict = "comparable" if average["comparable"] else "not directly comparable"
+    verdict = "the protocol's rules are met" if average["comparable"] else "not directly comparable"
     notes = (
         "".join(f"- {note}\n" for note in average["notes"])
         or "- Every split: the published test list, the peers' rules.\n"
