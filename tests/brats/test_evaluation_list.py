@@ -11,7 +11,7 @@ from mckd.brats.datalist import DatalistError, evaluation_list_key
 
 def _datalist(tmp_path, **lists):
     path = tmp_path / "datalist.json"
-    path.write_text(json.dumps({key: [{"image": "x"}] * size for key, size in lists.items()}))
+    path.write_text(json.dumps({key: [{"image": "x", "label": "y"}] * size for key, size in lists.items()}))
     return path
 
 
@@ -31,3 +31,9 @@ def test_a_named_list_must_exist_and_hold_cases(tmp_path):
     assert evaluation_list_key(path, "meta_validation") == "meta_validation"
     with pytest.raises(DatalistError, match="list 'validation' is absent; it has training"):
         evaluation_list_key(path, "validation")
+
+
+def test_an_unlabelled_testing_list_is_passed_over(tmp_path):
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"testing": [{"image": "x"}], "validation": [{"image": "y", "label": "z"}]}))
+    assert evaluation_list_key(path) == "validation"

@@ -206,7 +206,7 @@ def test_the_bundles_evaluation_config_hands_the_protocol_to_the_report():
     assert wiring == {
         "protocol": "@protocol",
         "datalist": "@data_list_file_path",
-        "list_key": "@eval_list_key",
+        "list_key": "@eval_list",
         "et_min_size": "@et_min_size",
     }
     assert all(ref[1:] in {**train, **evaluate} for ref in wiring.values())

@@ -30,8 +30,9 @@ class DatalistError(ValueError):
         super().__init__(f"datalist '{self.path}': {message}")
 
 
-#: The labelled held-out lists evaluation scores by default, the first non-empty one: the published test list, else
-#: the validation list (k-fold, ratio splits).
+#: The held-out lists evaluation scores by default, the first non-empty one whose cases all have labels: the
+#: published test list, else the validation list (k-fold, ratio splits). ``data_prep.brats`` puts unlabelled cases
+#: into ``testing`` too; such a list is passed over.
 EVALUATION_LIST_KEYS: tuple[str, ...] = ("testing", "validation")
 
 #: Datalist item keys that hold input files.
@@ -115,8 +116,8 @@ def _content(path: Path) -> Mapping[str, Any]:
 
 
 def evaluation_list_key(path: PathLike, key: str | None = None) -> str:
-    """The list of the datalist ``path`` that evaluation scores: ``key``, or by default the first non-empty list of
-    :data:`EVALUATION_LIST_KEYS`.
+    """The list of the datalist ``path`` that evaluation scores: ``key``, or by default the first non-empty, fully
+    labelled list of :data:`EVALUATION_LIST_KEYS`.
 
     Raises:
         DatalistError: when ``key`` is absent or empty, or (default) no evaluation list has a case, naming the lists
@@ -132,7 +133,8 @@ def evaluation_list_key(path: PathLike, key: str | None = None) -> str:
             )
         return key
     for candidate in EVALUATION_LIST_KEYS:
-        if content.get(candidate):
+        items = content.get(candidate)
+        if items and all(isinstance(item, Mapping) and item.get("label") for item in items):
             return candidate
     raise DatalistError(
         path,
