@@ -513,6 +513,7 @@ README_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: Template sections without "(Optional)": always written.
 _README_REQUIRED = frozenset({"Model Description", "Data", "Performance", "System Configuration"})
 _FENCE = re.compile(r"^\s*(```|~~~)")
+_COMMENT = re.compile(r"^\s*<!--.*-->\s*$")
 _LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)(\s+\"[^\"]*\")?\)")
 _EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|#)", re.I)
 
@@ -520,7 +521,8 @@ _EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|#)", re.I)
 def _card_sections(text: str) -> tuple[str, dict[str, tuple[str, str]]]:
     """A model card's preamble (before the first ``##``) and its ``##`` sections: lower-case title -> (title, body).
 
-    Headings inside code blocks are text; ``###`` headings become ``#### **...**`` (the template's subsection style).
+    Headings inside code blocks are text; ``###`` headings become ``#### **...**`` (the template's subsection style);
+    one-line HTML comments are left out.
     """
     preamble: list[str] = []
     sections: dict[str, tuple[str, list[str]]] = {}
@@ -533,8 +535,8 @@ def _card_sections(text: str) -> tuple[str, dict[str, tuple[str, str]]]:
             sections[title.lower()] = (title, current)
         elif not fenced and re.match(r"^#{3,} ", line):
             current.append(f"#### **{line.lstrip('#').strip()}**")
-        elif not fenced and line.startswith("# "):
-            continue  # the title comes from the metadata
+        elif not fenced and (line.startswith("# ") or _COMMENT.match(line)):
+            continue  # the title comes from the metadata; comments are markup of this repository's docs test
         else:
             current.append(line)
     return "\n".join(preamble).strip(), {k: (t, "\n".join(b).strip()) for k, (t, b) in sections.items()}

@@ -222,13 +222,14 @@ def test_readme_has_the_zoo_template_shape_and_no_link_leaves_the_bundle(zoo):
         assert root in resolved.parents and resolved.exists(), target
     assert "python -m scripts.data_prep.brats" in text and "ci/unit_tests/runner.py --b" in text
     assert "download_large_files" in text and "modality_weights.pt" in text  # the shipped weights are described
+    assert "<!--" not in text
 
 
 def test_readme_rendering_refuses_an_unplaced_section_and_unlinks_outside_targets(tmp_path):
     meta = {"name": "N", "authors": "A", "intended_use": "Research only."}
-    card = "# T\n## Model overview\ntext\n```\n## not a heading\n```\n## Data\nd\n### Sub\ns\n"
+    card = "# T\n## Model overview\ntext\n```\n## not a heading\n```\n## Data\n<!-- note -->\nd\n### Sub\ns\n"
     rendered = render_readme(card, meta, "b", [])
-    assert "## not a heading" in rendered and "#### **Sub**" in rendered
+    assert "## not a heading" in rendered and "#### **Sub**" in rendered and "<!--" not in rendered
     assert "## **System Configuration**\nNot stated in the model card." in rendered
     assert "## **Limitations**\nResearch only." in rendered
     _, sections = _card_sections(card)
