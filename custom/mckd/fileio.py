@@ -61,8 +61,18 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
 
 
 def write_json_atomic(target: str | os.PathLike, payload: Any) -> Path:
-    """Write ``payload`` as indented JSON to ``target`` atomically and return the path."""
-    return write_text_atomic(target, json.dumps(payload, indent=4, ensure_ascii=False) + "\n")
+    """Write ``payload`` as indented JSON to ``target`` atomically and return the path.
+
+    Text is written as UTF-8; a payload holding a name that is not (a file or folder name in another encoding, which
+    Python holds with surrogate escapes) is written with ASCII escapes instead (``"caf\\udce9"``), which JSON readers
+    read back to the same string, instead of failing after the work it records was done.
+    """
+    text = json.dumps(payload, indent=4, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(payload, indent=4, ensure_ascii=True)
+    return write_text_atomic(target, text + "\n")
 
 
 def ensure_not_input(target: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,9 @@ __all__ = [
     "Discovery",
     "discover_cases",
     "image_stem",
+    "check_input_path",
+    "ImageHeader",
+    "read_header",
     "check_header",
     "check_geometry",
     "check_voxels",
@@ -241,8 +246,8 @@ def _match(stem: str) -> tuple[str, str | None, str | None] | None:
 
 
 def _header_shape(path: Path) -> tuple[int, ...] | None:
-    """The shape a NIfTI header declares (None for other formats or an unreadable header)."""
-    if not path.name.lower().endswith((".nii", ".nii.gz")):
+    """The shape a NIfTI header declares (None for other formats, a non-regular file or an unreadable header)."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")) or not path.is_file():
         return None
     try:
         return tuple(int(n) for n in nib.load(str(path)).shape)
@@ -282,8 +287,10 @@ class _Walker:
         except OSError as err:
             self.problem(folder.name, f"cannot be listed: {err.strerror or err}", folder)
             return
-        files = [p for p in entries if p.is_file() and image_stem(p.name) is not None]
-        dirs = [p for p in entries if p.is_dir()]
+        # every entry with an image name is an input, whatever it is (a FIFO, a dangling link, a folder): the gate
+        # (check_input_path) reports it when the case is read, instead of the modality silently counting as missing
+        files = [p for p in entries if image_stem(p.name) is not None]
+        dirs = [p for p in entries if p.is_dir() and image_stem(p.name) is None]
         series = {d: _series_input(d) for d in dirs if d.name.lower() in _SUFFIXES}
         found_before = len(self.cases) + len(self.problems)
         self.folder_cases(folder, files, {d: source for d, source in series.items() if source is not None})
@@ -376,6 +383,11 @@ class _Walker:
         Other such files are ignored (a brain mask beside the modalities), unless ``report_3d`` (the file is the root).
         """
         stem = image_stem(path.name) or path.name
+        try:
+            check_input_path(stem, path)
+        except CaseError as err:  # a broken file with an image name is reported, never silently passed over
+            self.problems.append(err)
+            return
         shape = _header_shape(path)
         if shape is None or len(shape) < 4:
             if report_3d:
@@ -396,7 +408,7 @@ def _links_last(path: Path) -> tuple[bool, str]:
 
 def _series_input(folder: Path) -> Path | None:
     """The input of a modality-named sub-folder: its one image file, else the folder as a DICOM series (None: empty)."""
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    files = [p for p in folder.iterdir() if not p.is_dir() and not p.name.startswith(".")]
     if len(files) == 1 and image_stem(files[0].name) is not None:
         return files[0]
     return folder if files else None
@@ -496,32 +508,201 @@ def _as_layout(case: Case, layout: str) -> Case:
 # -------------------------------------------------------------------------------------------------------------- checks
 
 
-def check_header(case_id: str | None, path: PathLike, shape: Sequence[int], dtype: np.dtype, channels: int = 1) -> None:
+#: What a path is when it is not a regular file, by ``stat`` test.
+_NOT_A_FILE = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_input_path(case_id: str | None, path: PathLike, series_ok: bool = False) -> None:
+    """The gate of every input path, before anything opens it: a regular readable file, or a folder where allowed.
+
+    Nothing is opened but the file itself (``open`` of a FIFO would block, of a device read it).
+
+    Args:
+        case_id: the case, for messages.
+        path: the input (a modality file, a 4D image, a label map, a slice of a DICOM series).
+        series_ok: a folder is accepted (a DICOM series folder where a modality is expected), unless its name is an
+            image file's (``x_t1.nii.gz/``).
+
+    Raises:
+        CaseError: naming the case, the path and what it is: absent, a dangling symbolic link (as git-annex leaves
+            files whose content is not present), a link loop, a folder where a file is expected, a FIFO, a device or
+            a socket, or a file that cannot be opened (``permission denied`` named as such).
+    """
+    path = Path(path)
+    link = f" (a symbolic link to '{os.readlink(path)}')" if path.is_symlink() else ""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if link:
+            raise CaseError(
+                case_id,
+                f"is a dangling symbolic link: its target '{os.readlink(path)}' does not exist (a git-annex or "
+                "git-lfs file whose content was not fetched?).",
+                path,
+            ) from None
+        raise CaseError(case_id, "does not exist.", path) from None
+    except OSError as err:  # ELOOP, EACCES on a parent folder, ...
+        raise CaseError(case_id, f"cannot be accessed: {err.strerror or err}{link}.", path) from None
+    if stat.S_ISDIR(info.st_mode):
+        if series_ok and image_stem(path.name) is None:  # a folder named like an image file is where a file was meant
+            return
+        raise CaseError(case_id, f"is a folder{link}, not an image file.", path)
+    for test, what in _NOT_A_FILE:
+        if test(info.st_mode):
+            raise CaseError(case_id, f"is {what}{link}, not an image file.", path)
+    if not stat.S_ISREG(info.st_mode):
+        raise CaseError(case_id, f"is not a regular file{link}.", path)
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except PermissionError:
+        raise CaseError(
+            case_id, f"cannot be read: permission denied (mode {stat.filemode(info.st_mode)}, owner uid "
+            f"{info.st_uid}){link}.", path
+        ) from None
+    except OSError as err:
+        raise CaseError(case_id, f"cannot be opened: {err.strerror or err}{link}.", path) from None
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header declares, read without its voxels.
+
+    Attributes:
+        shape: the declared shape (spatial first; a 4D image's channels last).
+        dtype: the voxel type (a structured type for NIfTI colour voxels), or None when the reader does not say.
+        components: values per voxel (3 for RGB, ``n`` for a vector image; 1 for a grey-level image).
+        pixel_type: the reader's name of the pixel type (``"scalar"``, ``"rgb"``, ``"vector"``, ...).
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype | None
+    components: int = 1
+    pixel_type: str = "scalar"
+
+
+_NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+#: ITK's component type names (``ImageIOBase.GetComponentTypeAsString``) -> numpy.
+_ITK_COMPONENTS = {
+    "unsigned_char": np.uint8,
+    "char": np.int8,
+    "unsigned_short": np.uint16,
+    "short": np.int16,
+    "unsigned_int": np.uint32,
+    "int": np.int32,
+    "unsigned_long": np.uint64,
+    "long": np.int64,
+    "unsigned_long_long": np.uint64,
+    "long_long": np.int64,
+    "float": np.float32,
+    "double": np.float64,
+}
+
+
+def _itk_header(path: Path) -> ImageHeader | None:
+    """The header of a file ITK reads (MetaImage, NRRD, ...), from ``ImageIOBase.ReadImageInformation``."""
+    itk, has_itk = optional_import("itk")
+    if not has_itk:
+        return None
+    io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
+    if io is None:
+        return None
+    io.SetFileName(str(path))
+    io.ReadImageInformation()
+    shape = tuple(int(io.GetDimensions(i)) for i in range(io.GetNumberOfDimensions()))
+    pixel_type = str(io.GetPixelTypeAsString(io.GetPixelType()))
+    component = _ITK_COMPONENTS.get(str(io.GetComponentTypeAsString(io.GetComponentType())))
+    components = int(io.GetNumberOfComponents())
+    dtype = None if component is None else np.dtype(component)
+    if pixel_type == "complex" and dtype is not None:
+        dtype, components = np.result_type(dtype, np.complex64), 1
+    return ImageHeader(shape, dtype, components, pixel_type)
+
+
+def read_header(case_id: str | None, path: PathLike) -> ImageHeader | None:
+    """What the header of an image file declares, before any voxel is read (None for a format without a header
+    reader here, e.g. a DICOM folder, checked by :func:`check_dicom_series`).
+
+    NIfTI headers are read with nibabel, MetaImage / NRRD (and other ITK formats) with ITK's image IO.
+
+    Raises:
+        CaseError: when the header cannot be read, naming the case and the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    name = path.name.lower()
+    try:
+        if name.endswith(_NIFTI_EXTENSIONS):
+            image = nib.load(str(path))
+            return ImageHeader(tuple(int(n) for n in image.shape), image.get_data_dtype())
+        if name.endswith(IMAGE_EXTENSIONS):
+            return _itk_header(path)
+    except Exception as err:  # any reader failure names the file
+        kind = "NIfTI" if name.endswith(_NIFTI_EXTENSIONS) else "an ITK image"
+        raise CaseError(case_id, f"cannot be read as {kind}: {err}", path) from err
+    return None
+
+
+def _check_size(case_id: str | None, path: PathLike, shape: Sequence[int]) -> None:
+    """Refuse a volume of over :data:`MAX_VOXELS` voxels (its spatial part) before it is allocated."""
+    if int(np.prod([int(n) for n in shape[:3]], dtype=np.int64)) > MAX_VOXELS:
+        raise CaseError(
+            case_id, f"declares an implausible size {tuple(shape)} (over {MAX_VOXELS} voxels); is it corrupt?", path
+        )
+
+
+def check_header(
+    case_id: str | None,
+    path: PathLike,
+    shape: Sequence[int],
+    dtype: np.dtype | None,
+    channels: int = 1,
+    components: int = 1,
+) -> None:
     """Check what an image's header declares, before its voxels are read.
 
     Args:
         case_id: the case, for messages.
         path: the file.
         shape: the declared shape (spatial first; a 4D image's channels last).
-        dtype: the declared voxel type.
+        dtype: the declared voxel type (None: not known).
         channels: 1 for a single-modality file (a 3D volume), ``M`` for a 4D image with the modalities last.
+        components: values per voxel (colour or vector pixels when above 1).
 
     Raises:
-        CaseError: for a volume that is not 3D (or not 4D with ``channels`` last), complex or boolean voxels, or a
-            volume over :data:`MAX_VOXELS` voxels.
+        CaseError: for colour (RGB) or vector voxels, a volume that is not 3D (or not 4D with ``channels`` last), a
+            one-slice volume, a volume over :data:`MAX_VOXELS` voxels, or complex or boolean voxels.
     """
     shape = tuple(int(n) for n in shape)
+    if dtype is not None and np.dtype(dtype).names:
+        fields = ", ".join(np.dtype(dtype).names)
+        raise CaseError(
+            case_id, f"is a colour image ({fields} per voxel); expected one grey-level MR intensity per voxel.", path
+        )
+    if components > 1:
+        raise CaseError(
+            case_id,
+            f"has {components} values per voxel (colour or vector pixels); expected one grey-level MR intensity per "
+            "voxel.",
+            path,
+        )
     if channels == 1 and len(shape) != 3:
         raise CaseError(case_id, f"is not a 3D volume: shape {shape} (one 3D file per modality).", path)
     if channels > 1 and (len(shape) != 4 or shape[3] != channels):
         raise CaseError(case_id, f"a 4D image needs {channels} modality volumes last, its shape is {shape}.", path)
-    if np.dtype(dtype).kind in "bc":
+    _check_size(case_id, path, shape)
+    if min(shape[:3]) < 2:
+        raise CaseError(
+            case_id, f"is not a 3D volume: shape {shape} has a single voxel along an axis (one slice?).", path
+        )
+    if dtype is not None and np.dtype(dtype).kind in "bc":
         kind = "complex" if np.dtype(dtype).kind == "c" else "boolean"
         raise CaseError(case_id, f"has {kind} voxels ({dtype}); expected integer or floating-point intensities.", path)
-    if int(np.prod(shape[:3], dtype=np.int64)) > MAX_VOXELS:
-        raise CaseError(
-            case_id, f"declares an implausible size {shape} (over {MAX_VOXELS} voxels); is it corrupt?", path
-        )
 
 
 def check_geometry(
@@ -611,43 +792,166 @@ def check_label_values(case_id: str | None, path: PathLike, data: Any, conventio
     return values
 
 
-def _slice_positions(slices: Iterable[Any]) -> list[float] | None:
-    """Slice positions along the normal of their shared orientation, or None when the headers cannot tell."""
+def _slice_positions(slices: Iterable[Any]) -> list[float]:
+    """Slice positions along the normal of their shared orientation (every slice has both tags: checked before)."""
     positions = []
     for ds in slices:
-        position, orientation = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
-        if position is None or orientation is None or len(orientation) != 6:
-            return None
+        orientation = ds.ImageOrientationPatient
         normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
-        positions.append(float(np.dot(normal, np.asarray(position, float))))
+        positions.append(float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))))
     return sorted(positions)
 
 
-def _read_series_headers(folder: Path, case_id: str | None) -> dict[str, list[Any]]:
-    """``SeriesInstanceUID -> headers`` of every file in a series folder."""
-    series: dict[str, list[Any]] = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+#: Values larger than this are not read by :func:`_read_series_headers` (the pixel data): only their length is.
+_DEFER_BYTES = 1024
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+#: Largest element-wise difference of two slices' ImageOrientationPatient that still counts as one orientation.
+_ORIENTATION_ATOL = 1e-4
+
+
+def _read_series_headers(folder: Path, case_id: str | None) -> dict[str, list[tuple[Path, Any]]]:
+    """``SeriesInstanceUID -> [(file, dataset)]`` of every file in a series folder, pixel data left unread.
+
+    Raises:
+        CaseError: for an empty folder, an entry that is not a regular readable file (:func:`check_input_path`) or
+            a file that is not DICOM.
+    """
+    try:
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and not p.is_dir())
+    except OSError as err:
+        raise CaseError(case_id, f"cannot be listed: {err.strerror or err}.", folder) from None
+    if not entries:
+        raise CaseError(case_id, "is an empty folder: neither an image file nor a DICOM series.", folder)
+    series: dict[str, list[tuple[Path, Any]]] = {}
+    for path in entries:
+        check_input_path(case_id, path)
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
         except Exception as err:  # pydicom raises several types for non-DICOM content
             raise CaseError(
                 case_id, f"'{path.name}' in this DICOM series folder is not DICOM ({err}).", folder
             ) from err
-        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
+        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((path, ds))
     return series
 
 
-def check_dicom_series(folder: PathLike, case_id: str | None = None) -> None:
-    """Check a DICOM series folder from its headers: every file DICOM, one series, evenly spaced slices.
+def _frames(ds: Any) -> int:
+    try:
+        return max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+    except (TypeError, ValueError):
+        return 1
 
-    Readers stack whatever slices they find: a folder mixing two series, or a series with a missing slice, would load
-    as a volume with wrong geometry. Multi-frame files (no per-file ``ImagePositionPatient``) are left to the reader.
-    Without pydicom nothing is checked.
+
+def _pixel_data_problem(path: Path, ds: Any) -> str | None:
+    """Why a slice's pixel data is unusable (absent, shorter than Rows x Columns x ... declare), or None."""
+    raw = ds.get_item(_PIXEL_DATA)
+    if raw is None:
+        return f"slice '{path.name}' has no pixel data."
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    length = getattr(raw, "length", None)
+    if length is None or length == _UNDEFINED_LENGTH or (syntax is not None and syntax.is_compressed):
+        return None  # encapsulated (compressed) frames: the decoder checks them
+    rows, columns, bits = ds.get("Rows"), ds.get("Columns"), ds.get("BitsAllocated")
+    if not rows or not columns or not bits:
+        return f"slice '{path.name}' lacks Rows, Columns or BitsAllocated."
+    expected = (int(rows) * int(columns) * int(ds.get("SamplesPerPixel", 1) or 1) * _frames(ds) * int(bits) + 7) // 8
+    value_tell = getattr(raw, "value_tell", None)
+    present = length if value_tell is None else min(length, path.stat().st_size - int(value_tell))
+    if present < expected:
+        return (
+            f"slice '{path.name}' holds {present} of the {expected} bytes of pixel data its header declares "
+            f"({rows} x {columns}, {bits} bits): the file is truncated or damaged."
+        )
+    return None
+
+
+def _check_slices(folder: Path, case_id: str | None, files: list[tuple[Path, Any]], modality: str | None) -> None:
+    """The checks of one series' files that need no geometry: MR, grey level, one size, complete pixel data."""
+    what = f"the {modality} input" if modality else "a modality input"
+    for path, ds in files:
+        kind = str(ds.get("Modality", "") or "")
+        if kind and kind != "MR":
+            raise CaseError(
+                case_id, f"is a {kind} series (Modality '{kind}' in '{path.name}'), not MR: {what} must be an MR "
+                "series.", folder
+            )
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        if samples != 1:
+            photometric = ds.get("PhotometricInterpretation", "?")
+            raise CaseError(
+                case_id, f"is a colour series ({samples} samples per pixel, {photometric} in '{path.name}'); "
+                "expected grey-level MR slices.", folder
+            )
+    sizes = {(ds.get("Rows"), ds.get("Columns")) for _, ds in files}
+    if len(sizes) > 1:
+        first = (files[0][1].get("Rows"), files[0][1].get("Columns"))
+        odd = next(path for path, ds in files if (ds.get("Rows"), ds.get("Columns")) != first)
+        shown = ", ".join(f"{r} x {c}" for r, c in sorted(sizes, key=str))
+        raise CaseError(
+            case_id, f"has slices of different sizes ({shown} rows x columns; '{odd.name}' differs from "
+            f"'{files[0][0].name}'): not one volume.", folder
+        )
+    for path, ds in files:
+        problem = _pixel_data_problem(path, ds)
+        if problem:
+            raise CaseError(case_id, problem, folder)
+    rows, columns = next(iter(sizes))
+    if rows and columns:
+        _check_size(case_id, folder, (int(columns), int(rows), sum(_frames(ds) for _, ds in files)))
+
+
+def _check_placement(folder: Path, case_id: str | None, files: list[tuple[Path, Any]]) -> bool:
+    """Every single-frame slice has a position and one shared orientation; return whether there is a slice stack.
+
+    A multi-frame file (no per-file position) is left to the reader.
+    """
+    single = [(path, ds) for path, ds in files if _frames(ds) == 1]
+    if not single:
+        return False
+    for keyword, size in (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6)):
+        without = [path.name for path, ds in single if len(ds.get(keyword) or ()) != size]
+        if without:
+            raise CaseError(
+                case_id,
+                f"{len(without)} of {len(single)} slices have no {keyword} (first '{without[0]}'): where the slices "
+                "lie in the patient is unknown, and a reader would place them wrongly.",
+                folder,
+            )
+    orientations = np.asarray([[float(v) for v in ds.ImageOrientationPatient] for _, ds in single])
+    differs = np.flatnonzero(np.abs(orientations - orientations[0]).max(axis=1) > _ORIENTATION_ATOL)
+    if differs.size:
+        raise CaseError(
+            case_id,
+            f"mixes slice orientations: '{single[int(differs[0])][0].name}' has ImageOrientationPatient "
+            f"{orientations[int(differs[0])].tolist()}, '{single[0][0].name}' {orientations[0].tolist()}.",
+            folder,
+        )
+    if len(single) == 1 and len(files) == 1:
+        raise CaseError(case_id, "holds a single slice: not a 3D volume.", folder)
+    return True
+
+
+def check_dicom_series(folder: PathLike, case_id: str | None = None, modality: str | None = None) -> None:
+    """Check a DICOM series folder from its headers, pixel data unread: the gate of a series input.
+
+    Readers stack whatever slices they find: a folder mixing two series, or a series with a missing slice, a slice
+    of another size or a slice without a position, would load as a volume with wrong geometry (or fail deep inside
+    the reader). Multi-frame files (no per-file ``ImagePositionPatient``) are left to the reader. Without pydicom
+    nothing is checked.
+
+    Args:
+        folder: the series folder.
+        case_id: the case, for messages.
+        modality: the modality the series stands for (e.g. ``"FLAIR"``), for messages.
 
     Raises:
-        CaseError: naming the case and the folder: a file that is not DICOM, several ``SeriesInstanceUID``, two slices
-            at one position, or slice distances that differ from their median by more than
-            :data:`SLICE_SPACING_RTOL` (missing slices are counted when the gap is a multiple of the spacing).
+        CaseError: naming the case and the folder: an empty folder, an entry that is not a regular readable file, a
+            file that is not DICOM, several ``SeriesInstanceUID``, a ``Modality`` other than MR, colour slices, slices
+            of different sizes, pixel data shorter than the header declares, slices without
+            ``ImagePositionPatient`` / ``ImageOrientationPatient``, mixed orientations, a single slice, an
+            implausible size, two slices at one position, or slice distances that differ from their median by more
+            than :data:`SLICE_SPACING_RTOL` (missing slices are counted when the gap is a multiple of the spacing).
     """
     folder = Path(folder)
     if not has_pydicom:
@@ -658,8 +962,14 @@ def check_dicom_series(folder: PathLike, case_id: str | None = None) -> None:
         raise CaseError(
             case_id, f"holds {len(series)} DICOM series ({uids}); put each series in its own folder.", folder
         )
-    positions = _slice_positions(next(iter(series.values()), []))
-    if positions is None or len(positions) < 3:
+    files = next(iter(series.values()))
+    _check_slices(folder, case_id, files, modality)
+    if not _check_placement(folder, case_id, files):
+        return
+    positions = _slice_positions(ds for _, ds in files if _frames(ds) == 1)
+    if len(positions) < 3:
+        if len(positions) == 2 and abs(positions[1] - positions[0]) <= 1e-6:
+            raise CaseError(case_id, f"has two slices at position {positions[0]:.4g} mm.", folder)
         return
     gaps = np.diff(positions)
     step = float(np.median(gaps))

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection, PathLike
@@ -33,8 +32,10 @@ from mckd.brats.cases import (
     check_dicom_series,
     check_geometry,
     check_header,
+    check_input_path,
     check_label_values,
     check_voxels,
+    read_header,
 )
 from mckd.brats.conventions import LAYOUTS, MODALITIES, MODALITY_DISPLAY_NAMES
 
@@ -57,17 +58,6 @@ def _describe(data: Any) -> str:
     return str(meta.get("filename_or_obj", "<in memory>"))
 
 
-def _nifti_header(path: Path, case_id: str | None) -> tuple[tuple[int, ...], np.dtype] | None:
-    """Shape and voxel type a NIfTI header declares (None for other formats); unreadable headers are case errors."""
-    if not path.is_file() or not path.name.lower().endswith((".nii", ".nii.gz")):
-        return None
-    try:
-        header = nib.load(str(path))
-    except Exception as err:  # any nibabel failure names the file
-        raise CaseError(case_id, f"cannot be read as NIfTI: {err}", path) from err
-    return tuple(int(n) for n in header.shape), header.get_data_dtype()
-
-
 def _without_trailing_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
     """``(x, y, z, 1)`` -> ``(x, y, z)``: a 3D volume stored with singleton extra dimensions."""
     while len(shape) > 3 and shape[-1] == 1:
@@ -80,24 +70,33 @@ def _np_dtype(img: torch.Tensor) -> np.dtype:
     return np.dtype(bool) if img.dtype == torch.bool else np.dtype(str(img.dtype).replace("torch.", ""))
 
 
-def read_checked(loader: LoadImage, path: Path, case_id: str | None, channels: int) -> MetaTensor:
-    """Read one input (channel first) with ``loader`` after its header checks, and check what the reader returned.
+def read_checked(
+    loader: LoadImage, path: Path, case_id: str | None, channels: int, modality: str | None = None
+) -> MetaTensor:
+    """Read one input (channel first) with ``loader`` after the gate and the header checks, and check the result.
+
+    The order is the one boundary of a file input (:mod:`mckd.brats.cases`): :func:`check_input_path` (a regular
+    readable file, or a folder for a single-modality input), then the header (:func:`read_header` +
+    :func:`check_header` for NIfTI and ITK formats; :func:`check_dicom_series` for a folder), and only then the
+    voxels are read and checked.
 
     Args:
         loader: a channel-first ``LoadImage`` that keeps the stored voxel type (``dtype=None``).
         path: a file or a DICOM series folder.
         case_id: the case, for messages.
         channels: 1 for a single-modality input, ``M`` for a 4D image with the modalities last.
+        modality: the modality the input stands for (e.g. ``"FLAIR"``), for messages.
 
     Raises:
         CaseError: naming the case and the file (see :mod:`mckd.brats.cases` for the checks).
     """
+    check_input_path(case_id, path, series_ok=channels == 1)
     if path.is_dir():
-        check_dicom_series(path, case_id)
-    header = _nifti_header(path, case_id)
+        check_dicom_series(path, case_id, modality)
+    header = read_header(case_id, path)
     if header is not None:
-        shape, dtype = header
-        check_header(case_id, path, _without_trailing_ones(shape) if channels == 1 else shape, dtype, channels)
+        shape = _without_trailing_ones(header.shape) if channels == 1 else header.shape
+        check_header(case_id, path, shape, header.dtype, channels, header.components)
     try:
         img = loader(str(path))
     except MemoryError as err:
@@ -202,8 +201,9 @@ class LoadModalities(Transform):
         if len(paths) != self.num_modalities:
             raise CaseError(case_id, f"expected {self.num_modalities} modality entries, got {len(paths)}.")
         loaded: list[MetaTensor | None] = []
-        for path, want in zip(paths, wanted):
-            loaded.append(self._load_one(path, case_id) if want else None)
+        names = [MODALITY_DISPLAY_NAMES[m] for m in MODALITIES] if self.num_modalities == len(MODALITIES) else []
+        for m, (path, want) in enumerate(zip(paths, wanted)):
+            loaded.append(self._load_one(path, case_id, names[m] if names else None) if want else None)
         present = [m for m, img in enumerate(loaded) if img is not None]
         if not present:
             raise CaseError(case_id, "no modality is present (every entry is missing, absent or all zero).")
@@ -240,23 +240,25 @@ class LoadModalities(Transform):
             raise CaseError(case_id, f"'available' must be {self.num_modalities} booleans, got {list(values)!r}.")
         return [bool(v) for v in values]
 
-    def _load_one(self, path: PathLike | None, case_id: str | None) -> MetaTensor | None:
+    def _load_one(
+        self, path: PathLike | None, case_id: str | None, modality: str | None = None
+    ) -> MetaTensor | None:
         if path is None or str(path) == "":
             return None
         path = Path(path)
-        if not path.exists():
+        if not os.path.lexists(path):  # a dangling link exists as a link: the gate reports it, never "missing"
             if self.absent_is_missing:
                 logger.info("case '%s': %s does not exist; the modality is treated as missing.", case_id, path)
                 return None
             raise CaseError(case_id, "does not exist.", path)
-        img = read_checked(self.loader, path, case_id, channels=1)
+        img = read_checked(self.loader, path, case_id, channels=1, modality=modality)
         if self.zero_is_missing and not img.as_tensor().any():
             logger.warning("case '%s': %s is all zero; the modality is treated as missing.", case_id, path)
             return None
         return img
 
     def _load_4d(self, path: Path, wanted: list[bool], case_id: str | None) -> tuple[MetaTensor, torch.Tensor]:
-        if not path.exists():
+        if not os.path.lexists(path):
             raise CaseError(case_id, "does not exist.", path)
         img = read_checked(self.loader, path, case_id, channels=self.num_modalities)
         mask = torch.as_tensor(wanted, dtype=torch.bool)
