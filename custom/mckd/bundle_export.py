@@ -385,14 +385,21 @@ def _line_ends(source: str) -> set[int]:
 def waive_lint(source: str, findings: Mapping[int, set[str]]) -> str:
     """``source`` with ``# noqa: <codes>`` appended to the lines of ``findings`` (line -> flake8 codes).
 
+    A line inside a multi-line string takes its comment at the end of the line where the string ends: flake8 applies a
+    ``# noqa`` there to every line of the string.
+
     Raises:
-        ExportError: when such a line ends inside a string literal (no comment can be appended there).
+        ExportError: when no line at or after a finding ends outside a string.
     """
     lines = source.splitlines(keepends=True)
-    ends = _line_ends(source)
-    for row, codes in sorted(findings.items()):
-        if row not in ends:
+    ends = sorted(_line_ends(source))
+    targets: dict[int, set[str]] = {}
+    for row, codes in findings.items():
+        target = next((end for end in ends if end >= row), None)
+        if target is None:
             raise ExportError(f"line {row} ({', '.join(sorted(codes))}) ends inside a string; cannot waive it.")
+        targets.setdefault(target, set()).update(codes)
+    for row, codes in sorted(targets.items()):
         text = lines[row - 1].rstrip("\n")
         match = re.search(r"#\s*noqa:\s*([\w, ]+)$", text)
         if match:
@@ -422,7 +429,11 @@ def _lint_vendored(out: Path, rounds: int = 3) -> list[str]:
             where = ", ".join(f"{path.relative_to(root)}:{row} {','.join(sorted(c))}" for row, c in lines.items())
             if scripts not in path.parents:
                 raise ExportError(f"the export fails the model zoo's flake8 check: {where}")
-            write_text_atomic(path, format_python(waive_lint(path.read_text(encoding="utf-8"), lines)))
+            try:
+                waived_source = waive_lint(path.read_text(encoding="utf-8"), lines)
+            except ExportError as err:
+                raise ExportError(f"{path.relative_to(root)}: {err}") from err
+            write_text_atomic(path, format_python(waived_source))
             waived.append(where)
     left = _flake8_findings(out)
     if left:

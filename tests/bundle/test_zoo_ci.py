@@ -270,3 +270,12 @@ def test_exported_dist_unit_test_trains_with_two_gloo_processes(zoo):
     command = [sys.executable, "-m", "unittest", "discover", "-s", "ci/unit_tests", "-p", "test_*_dist.py", "-v"]
     run = _run(command, cwd=result.out, timeout=1200)
     assert "Ran 1 test" in run.stderr and "OK" in run.stderr
+
+
+@pytest.mark.slow
+def test_exported_avmnist_unit_test_trains_evaluates_and_infers(zoo):
+    root, _ = zoo
+    out = root / "models" / AVMNIST
+    assert sorted(p.name for p in (out / "ci" / "unit_tests").iterdir()) == [f"test_{AVMNIST}.py"]
+    run = _run([sys.executable, "-m", "unittest", "discover", "-s", "ci/unit_tests", "-v"], cwd=out, timeout=1200)
+    assert "Ran 1 test" in run.stderr and "OK" in run.stderr
