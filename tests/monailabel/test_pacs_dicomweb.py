@@ -348,3 +348,48 @@ def server_python() -> Path:
     from tests.monailabel.conftest import monailabel_venv
 
     return monailabel_venv() / "bin" / "python"
+
+
+def _coloured(png: Path, box: tuple[int, int, int, int]) -> int:
+    """Pixels inside ``box`` with HSV saturation over 0.3 and value over 0.25 (any hue)."""
+    from PIL import Image
+
+    hsv = np.asarray(Image.open(png).convert("RGB").crop(box).convert("HSV")).astype(float)
+    return int(((hsv[..., 1] > 0.3 * 255) & (hsv[..., 2] > 0.25 * 255)).sum())
+
+
+def test_ohif_monai_label_panel_segments_the_study_on_screen(
+    pacs: Pacs, pacs_studies: dict[str, WrittenStudy], server: Server
+) -> None:
+    """OHIF's MONAI Label mode: the panel connected to the server, Run on the series shown (the study without T1):
+    the app segments the study, stores a SEG, and OHIF draws the returned label map (NRRD, as the panel asks)."""
+    _require({"chromium": CHROMIUM.exists(), "chromium-driver": CHROMEDRIVER.exists()}, "the OHIF test")
+    study = pacs_studies["no_t1"]
+
+    def segs() -> list[str]:
+        return [s["0020000E"]["Value"][0] for s in study_series(pacs, study.uid) if s["00080060"]["Value"] == ["SEG"]]
+
+    before = set(segs())
+    out = artifacts_dir()
+    for old in out.glob("ohif_panel_*"):
+        old.unlink()
+    command = [str(server_python()), str(Path(__file__).with_name("ohif_browser.py")), "--panel"]
+    command += ["--server", server.url, "--study", study.uid, "--out", str(out), "--min-series", "3"]
+    start = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400, check=False)
+    TIMES["ohif_panel_segment"] = time.monotonic() - start
+    assert done.returncode == 0, f"OHIF panel run failed: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    panel = [
+        line
+        for line in server.log.read_text(errors="replace").splitlines()
+        if "Infer Request" in line and ".nrrd" in line
+    ]
+    assert any(f"'image': '{s.uid}'" in line for line in panel for s in study.series.values()), panel
+    new = set(segs()) - before
+    assert len(new) == 1, f"the panel's request stored {len(new)} SEGs"
+    seg = _seg_of(pacs, study.uid, new.pop())
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == study.series["t1ce"].uid
+    box = (290, 130, 1110, 720)  # the three viewports, between the study browser and the panel
+    gained = _coloured(out / "ohif_panel_result.png", box) - _coloured(out / "ohif_panel_before.png", box)
+    assert gained > 300, f"the panel's segmentation is not drawn ({gained} coloured pixels more)"
+    print(f"\nOHIF panel screenshots in {out}; {gained} coloured pixels more; {TIMES['ohif_panel_segment']:.1f} s")

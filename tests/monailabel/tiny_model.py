@@ -34,6 +34,17 @@ def _normalised(volume: np.ndarray) -> np.ndarray:
 def briefly_trained_weights(path: Path, case: SyntheticCase, steps: int = 120, seed: int = 0) -> Path:
     """Fit the CPU configuration's network to ``case`` (voxel ``(x, y, z)`` at LPS ``(x, y, z)``, as
     ``tests.dicom_builders.write_mr_study`` places it) for ``steps`` Adam steps; save it as training does."""
+    threads = torch.get_num_threads()
+    # one thread: a module-scoped fixture runs before the suite's per-test single-thread fixture, and two torch
+    # threads on busy shared cores are many times slower than one
+    torch.set_num_threads(1)
+    try:
+        return _fit(path, case, steps, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(path: Path, case: SyntheticCase, steps: int, seed: int) -> Path:
     torch.manual_seed(seed)
     parser = ConfigParser()
     parser.read_config([str(BUNDLE / "configs" / name) for name in TRAINED_WITH])

@@ -1,6 +1,6 @@
 """A BraTS label map as a DICOM Segmentation (SEG) of its reference series, written with highdicom.
 
-The label map (a NIfTI on the reference series' grid, RAS affine, as MONAI Label's writer leaves it) is sampled at
+The label map (a file on the reference series' grid, as MONAI Label's writer leaves it) is sampled at
 the centre of every pixel of every slice of the reference series, through world coordinates (nearest voxel), so the
 SEG's frames lie exactly on the source slices whatever the series' orientation. One segment per tumour sub-region
 of the bundle's labels, each with its name and a SNOMED CT coded type (:data:`SUBREGION_CODES`); a sub-region the
@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import highdicom as hd
-import nibabel as nib
 import numpy as np
 import pydicom
+from monai.transforms import LoadImage
 from pydicom.sr.coding import Code
 
 __all__ = [
@@ -109,7 +109,7 @@ def write_seg(
     """A DICOM SEG of ``label_file`` referencing the series in ``series_folder``.
 
     Args:
-        label_file: a label map (NIfTI, RAS affine) that covers the series.
+        label_file: a label map (NIfTI or NRRD, any file MONAI's ``LoadImage`` reads) that covers the series.
         series_folder: the reference series' DICOM files.
         labels: sub-region name -> label value (the bundle's labels, background left out).
         algorithm: the algorithm's name in the SEG (the model name).
@@ -125,10 +125,9 @@ def write_seg(
     if unknown:
         raise ValueError(f"no SNOMED CT code for the sub-regions {unknown}; known: {sorted(SUBREGION_CODES)}.")
     slices = read_series(series_folder)
-    image = nib.load(label_file)
-    label = np.rint(np.asarray(image.dataobj)).astype(np.int32)
-    label = label.reshape(label.shape[:3])
-    frames = label_to_frames(label, image.affine, slices)
+    image = LoadImage(image_only=True)(label_file)
+    label = np.rint(image.numpy()).astype(np.int32).reshape(image.shape[:3])
+    frames = label_to_frames(label, np.asarray(image.affine, float), slices)
     extra = sorted(set(np.unique(frames).tolist()) - {0, *labels.values()})
     if extra:
         raise ValueError(f"the label map holds values {extra} that are not the bundle's labels {dict(labels)}.")

@@ -18,12 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import nibabel as nib
 import numpy as np
-import torch
 from dicomweb_client import DICOMwebClient
-from monai.data import MetaTensor
+from monai.transforms import LoadImage
 from monailabel.datastore.utils.dicom import dicom_web_download_series
+from monailabel.transform.writer import write_itk, write_nifti
 
 __all__ = ["StudyCase", "collect_study", "download_series", "native_grid_label", "infer_study"]
 
@@ -141,15 +140,19 @@ def download_series(client: DICOMwebClient, study_uid: str, series_uid: str, cac
 
 
 def native_grid_label(label_file: str, entry: Mapping[str, Any], to_native_grid: Callable) -> str:
-    """The label map of ``label_file`` (on the reference grid) resampled onto another series' grid (nearest
-    neighbour, the bundle's ``alignment.to_native_grid``), written beside it; returns the new file."""
-    image = nib.load(label_file)
-    data = torch.as_tensor(np.asarray(image.dataobj))[None]
-    label = MetaTensor(data, affine=torch.as_tensor(image.affine, dtype=torch.float64))
+    """The label map of ``label_file`` (NIfTI or NRRD, on the reference grid) resampled onto another series' grid
+    (nearest neighbour, the bundle's ``alignment.to_native_grid``), written beside it in the same format (uint8, as
+    MONAI Label writes label maps); returns the new file."""
+    label = LoadImage(image_only=True, ensure_channel_first=True)(label_file)
     native = to_native_grid(label, entry)
-    out = label_file.replace(".nii.gz", "") + "_native.nii.gz"
-    array = native.as_tensor()[0].numpy().astype(np.asarray(image.dataobj).dtype)
-    nib.save(nib.Nifti1Image(array, np.asarray(native.affine, float)), out)
+    array = native.as_tensor()[0].numpy().astype(np.uint8)
+    affine = np.asarray(native.affine, float)
+    if label_file.endswith(".nrrd"):
+        out = label_file[: -len(".nrrd")] + "_native.nrrd"
+        write_itk(array, out, affine, np.uint8, compress=False)
+    else:
+        out = label_file.replace(".nii.gz", "").replace(".nii", "") + "_native.nii.gz"
+        write_nifti(array, out, affine=affine, output_dtype=np.uint8)
     return out
 
 
@@ -196,8 +199,10 @@ def infer_study(
     case = collect_study(client, request["image"], mapping_module.SeriesInfo, mapping_module.map_series, rules)
     uids = case.mapping.series_uids()
     folders = [download_series(client, case.study_uid, uid, cache) if uid else None for uid in uids]
-    # MONAI Label's writer takes the file type from the image path, which a list of folders does not have
-    study_request = dict(request, image=folders, case_id=f"study {case.study_uid}", result_extension=".nii.gz")
+    # MONAI Label's writer takes the file type from the image path, which a list of folders does not have; OHIF's
+    # MONAI Label panel asks for NRRD
+    extension = request.get("result_extension") or ".nii.gz"
+    study_request = dict(request, image=folders, case_id=f"study {case.study_uid}", result_extension=extension)
     result = run_infer(study_request)
     params = dict(result.get("params") or {})
     reference = params.get("reference_modality") or next(m for m, uid in zip(mapping_module.MODALITIES, uids) if uid)
