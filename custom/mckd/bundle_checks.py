@@ -40,6 +40,7 @@ from mckd.brats.cases import CaseError
 from mckd.brats.datalist import DatalistError
 from mckd.checkpoints import CheckpointError
 from mckd.divergence import TrainingDivergedError
+from mckd.settings import SettingValueError, check_settings
 
 __all__ = [
     "SettingError",
@@ -154,7 +155,8 @@ def unknown_overrides(config: ConfigParser, keys: Sequence[str], allowed: Sequen
 
 
 def check_overrides(argv: Sequence[str]) -> None:
-    """Stop a ``python -m monai.bundle run`` whose command line overrides a key that no config defines.
+    """Stop a ``python -m monai.bundle run`` whose command line overrides a key that no config defines, or whose
+    settings (configs merged with the overrides) hold a value :func:`mckd.settings.check_settings` refuses.
 
     Does nothing for any other command line.
 
@@ -163,7 +165,7 @@ def check_overrides(argv: Sequence[str]) -> None:
 
     Raises:
         SystemExit: with status 2 after logging, for each unknown key, ``unknown override '--key': no entry of the
-            configs <files> is called 'key'; did you mean '--close_key'?``.
+            configs <files> is called 'key'; did you mean '--close_key'?``, or the one line of the refused setting.
     """
     if not _is_bundle_run(argv):
         return
@@ -182,6 +184,11 @@ def check_overrides(argv: Sequence[str]) -> None:
             logger.error("unknown override '--%s': no entry of the configs %s is called '%s'%s", key, files, key,
                          suggestion or " (the model card lists the options)")
         raise SystemExit(2)
+    try:
+        check_settings({**config.get(), **{key: arguments[key] for key in keys}})
+    except SettingValueError as err:
+        logger.error("%s", err)
+        raise SystemExit(2) from None
 
 
 def error_in_chain(error: BaseException | None, types: tuple[type[BaseException], ...]) -> BaseException | None:
