@@ -20,12 +20,14 @@ the next :class:`AtomicCheckpointSaver` on the folder removes when it is attache
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import pickle
 import re
 import stat
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +57,8 @@ __all__ = [
     "load_objects",
     "save_checkpoint",
     "ensure_writable_folder",
+    "FolderInUseError",
+    "lock_folder",
     "remove_partial_files",
     "SafeCheckpointLoader",
     "AtomicDiskSaver",
@@ -394,6 +398,62 @@ def ensure_writable_folder(folder: PathLike) -> Path:
     return folder
 
 
+#: Folder (resolved) -> open descriptor of the folder whose lock this process holds.
+_HELD_LOCKS: dict[Path, int] = {}
+
+
+class FolderInUseError(RuntimeError):
+    """Another running process holds the lock of a checkpoint folder; the message names its pid and start time."""
+
+
+def _lock_holder(folder: Path) -> str:
+    """``pid N (started <time>): <command>`` of the process holding the ``flock`` of ``folder``, from ``/proc/locks``
+    (Linux); ``another process`` where that cannot be told."""
+    try:
+        info = os.stat(folder)
+        inode = f":{info.st_ino}"
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            pids = [int(line.split()[4]) for line in locks if "FLOCK" in line and line.split()[5].endswith(inode)]
+        pid = pids[0]
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith("btime "))
+        started = datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK")).astimezone()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except (OSError, IndexError, ValueError, StopIteration):
+        return "another process"
+    return f"pid {pid}, started {started.isoformat(timespec='seconds')}: {' '.join(command.split())[:200]}"
+
+
+def lock_folder(folder: PathLike) -> Path:
+    """Take the exclusive lock of a checkpoint folder for the rest of this process; return the folder.
+
+    ``fcntl.flock`` on the folder itself: no lock file is left behind, and the kernel releases the lock when the
+    process ends however it ends (``kill -9`` included), so nothing stale ever blocks a later run. Taking a lock this
+    process already holds does nothing (several savers share one folder).
+
+    Raises:
+        FolderInUseError: when another process holds it, naming that process's pid and start time.
+        PermissionError: when the folder cannot be created or written.
+    """
+    folder = ensure_writable_folder(folder)
+    real = folder.resolve()
+    if real in _HELD_LOCKS:
+        return folder
+    fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FolderInUseError(
+            f"checkpoint folder '{folder}' is in use by another training ({_lock_holder(real)}); wait for it to "
+            "end, or give this run its own bundle folder (--bundle_root) or checkpoint folder."
+        ) from None
+    _HELD_LOCKS[real] = fd
+    return folder
+
+
 def remove_partial_files(folder: PathLike) -> list[Path]:
     """Delete the temporary files that writes interrupted by a killed process left in ``folder``; return them.
 
@@ -526,8 +586,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     Every checkpoint (interval, key metric, final) goes through :class:`AtomicDiskSaver`: written to a temporary name
     and renamed, the previous file removed only after that. Use it wherever a bundle uses ``CheckpointSaver``. When
-    attached, it removes temporary files that a killed earlier run left in ``save_dir`` (see
-    :func:`remove_partial_files`), with a log line naming them.
+    attached, it takes the folder's lock (:func:`lock_folder`: a second training writing into the same folder is
+    refused at start, naming the first), then removes temporary files that a killed earlier run left in ``save_dir``
+    (see :func:`remove_partial_files`), with a log line naming them.
 
     Args:
         save_dir: see ``monai.handlers.CheckpointSaver``.
@@ -553,7 +614,11 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
         Args:
             engine: the engine whose events trigger the saves.
+
+        Raises:
+            FolderInUseError: when another process holds ``save_dir`` (see :func:`lock_folder`).
         """
+        lock_folder(self.save_dir)  # before removing partial files: they may be another live run's save in progress
         if self._name is None:
             self.logger = engine.logger
         if self._final_checkpoint is not None:

@@ -15,14 +15,18 @@ The inference config wires these pieces around MONAI's dataset, loader and evalu
 
 Exit status of ``python -m monai.bundle run --config_file configs/inference.json ...``: :data:`EXIT_OK` (0) every
 case written; :data:`EXIT_USAGE` (2) nothing done: the input path does not exist or holds no case, or the output
-folder is, or lies inside, an input folder; :data:`EXIT_CASES_SKIPPED` (3) at least one case skipped, every other
-case written. A crash of the run itself (e.g. a configuration error) is MONAI's status 1.
+folder is, or lies inside, an input folder, or is not a writable folder (a file, a read-only folder);
+:data:`EXIT_CASES_SKIPPED` (3) at least one case skipped, every other case written (or the summary itself could not be
+written). The summary lists the cases whose prediction is on disk as written, whatever failed after it was written.
+A crash of the run itself (e.g. a configuration error) is MONAI's status 1.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,9 +40,9 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from mckd.brats.cases import CaseError, Discovery, DiscoveryError, discover_cases
 from mckd.brats.conventions import MODALITIES
-from mckd.brats.writing import check_output_dir
+from mckd.brats.writing import check_output_dir, prediction_path
 from mckd.bundle_checks import error_in_chain
-from mckd.fileio import write_json_atomic
+from mckd.fileio import check_writable_folder, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -80,7 +84,8 @@ def find_cases(root: PathLike, output_dir: PathLike, num_modalities: int = len(M
 
     Raises:
         SystemExit: with :data:`EXIT_USAGE` after one logged error line, when ``root`` does not exist or holds no
-            case, or ``output_dir`` is or lies inside ``root`` or a case's folder.
+            case, ``output_dir`` is or lies inside ``root`` or a case's folder, or it cannot be written
+            (:func:`mckd.fileio.check_writable_folder`: a file, below a file, read-only, ...).
     """
     try:
         found = discover_cases(root, num_modalities=num_modalities)
@@ -91,7 +96,8 @@ def find_cases(root: PathLike, output_dir: PathLike, num_modalities: int = len(M
     folders = {Path(root)} | {path.resolve().parent for case in found.cases for path in case.inputs}
     try:
         check_output_dir(output_dir, sorted(folders))
-    except ValueError as err:
+        check_writable_folder(output_dir)
+    except (ValueError, PermissionError) as err:
         raise _usage_error(str(err)) from None
     found.log_problems(logger)
     return found
@@ -127,10 +133,14 @@ class CaseDataset(Dataset):
 
 
 def _message(err: Exception, case_id: str | None, stage: str, path: str | None = None) -> str:
-    """The report of a failed case: the :class:`CaseError` behind ``err``, else ``err`` named with the case."""
+    """The report of a failed case: the :class:`CaseError` behind ``err``, else the system error behind it (a full
+    disk, naming the file), else ``err`` named with the case (never only a transform's repr)."""
     found = error_in_chain(err, (CaseError,))
     if found is not None:
         return str(found)
+    system = error_in_chain(err, (OSError,))
+    if system is not None:
+        return str(CaseError(case_id, f"{stage} failed: {system}", getattr(system, "filename", None) or path))
     logger.debug("case '%s' failed in %s", case_id, stage, exc_info=True)
     cause = err.__cause__ or err
     return str(CaseError(case_id, f"{stage} failed: {type(cause).__name__}: {cause}", path))
@@ -212,30 +222,63 @@ class InferenceSummary:
     "skipped": [{"case_id", "reason"}]}`` (cases left out at discovery included; ``modalities``: those the network
     used).
 
+    The summary matches the files on disk: a case that failed after its prediction was completely written (e.g. the
+    disk filled up while its probabilities or alignment report were written) is listed as written, with the failure
+    under ``"problem"``; a written entry whose prediction is no longer on disk is moved to ``skipped``. A summary
+    that cannot be written is one error line (the exit status is then :data:`EXIT_CASES_SKIPPED`), never a traceback.
+
     Args:
         discovery: the run's :class:`~mckd.brats.cases.Discovery` (its problems count as skipped cases).
         output_dir: the predictions' folder.
         path_key: output key where the writer stores the prediction's path. Default ``"prediction_path"``.
+        postfix: the postfix of the prediction files (see :func:`mckd.brats.writing.prediction_path`). Default
+            ``"_seg"``.
     """
 
-    def __init__(self, discovery: Discovery, output_dir: PathLike, path_key: str = "prediction_path") -> None:
+    def __init__(
+        self, discovery: Discovery, output_dir: PathLike, path_key: str = "prediction_path", postfix: str = "_seg"
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.path_key = path_key
-        self.written: list[dict[str, str]] = []
+        self.postfix = postfix
+        self.written: list[dict[str, Any]] = []
         self.skipped: list[dict[str, str]] = [{"case_id": p.case_id, "reason": str(p)} for p in discovery.problems]
+        self.summary_error: str | None = None
+        self._started = time.time()
 
     def attach(self, engine: Engine) -> None:
         """
         Args:
             engine: the inference evaluator.
         """
+        engine.add_event_handler(Events.STARTED, self._start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
         engine.add_event_handler(Events.COMPLETED, self.summarise)
+
+    def _start(self, engine: Engine | None = None) -> None:
+        self._started = time.time()
+
+    def _written_before_failure(self, case_id: str) -> str | None:
+        """The prediction of ``case_id`` when this run wrote it completely (renamed into place) before failing."""
+        try:
+            path = prediction_path(self.output_dir, case_id, postfix=self.postfix)
+            written = path.stat().st_mtime >= self._started - 1.0
+        except (OSError, ValueError):
+            return None
+        return str(path) if written else None
 
     def record(self, engine: Engine) -> None:
         """Record the outcome of the iteration's case."""
         output = engine.state.output
         if isinstance(output, Mapping) and FAILURE_KEY in output:
+            prediction = self._written_before_failure(str(output["case_id"]))
+            if prediction is not None:
+                logger.error("case '%s': prediction written, then %s", output["case_id"], output[FAILURE_KEY])
+                self.written.append(
+                    {"case_id": output["case_id"], "modalities": [], "prediction": prediction,
+                     "problem": output[FAILURE_KEY]}
+                )  # fmt: skip
+                return
             logger.error("skipping %s", output[FAILURE_KEY])
             self.skipped.append({"case_id": output["case_id"], "reason": output[FAILURE_KEY]})
             return
@@ -252,31 +295,51 @@ class InferenceSummary:
                 }
             )
 
+    def _check_on_disk(self) -> None:
+        """Move a written entry whose prediction file is not on disk to ``skipped``."""
+        kept = []
+        for entry in self.written:
+            prediction = entry.get("prediction")
+            if prediction and not os.path.isfile(prediction):
+                reason = CaseError(entry["case_id"], "the prediction is not on disk after the run.", prediction)
+                self.skipped.append({"case_id": entry["case_id"], "reason": str(reason)})
+            else:
+                kept.append(entry)
+        self.written = kept
+
     def summarise(self, engine: Engine | None = None) -> dict[str, Any]:
-        """Log the summary and write it to the output folder; return it."""
+        """Log the summary and write it to the output folder (a failure to write it is one logged line); return it."""
+        self._check_on_disk()
         summary = {"written": self.written, "skipped": self.skipped}
         for skipped in self.skipped:
             logger.warning("skipped %s", skipped["reason"])
+        target = self.output_dir / _SUMMARY_FILE
+        try:
+            write_json_atomic(target, summary)
+        except OSError as err:
+            self.summary_error = f"cannot write the inference summary '{target}': {err}"
+            logger.error("error: %s", self.summary_error)
+        incomplete = bool(self.skipped or self.summary_error)
         logger.info(
             "inference summary: %d case(s) written to %s, %d skipped%s",
             len(self.written),
             self.output_dir,
             len(self.skipped),
-            f" (exit status {EXIT_CASES_SKIPPED})" if self.skipped else "",
+            f" (exit status {EXIT_CASES_SKIPPED})" if incomplete else "",
         )
-        write_json_atomic(self.output_dir / _SUMMARY_FILE, summary)
         return summary
 
     @property
     def exit_status(self) -> int:
-        """:data:`EXIT_CASES_SKIPPED` when any case was skipped, else :data:`EXIT_OK`."""
-        return EXIT_CASES_SKIPPED if self.skipped else EXIT_OK
+        """:data:`EXIT_CASES_SKIPPED` when any case was skipped or the summary was not written, else :data:`EXIT_OK`."""
+        return EXIT_CASES_SKIPPED if self.skipped or self.summary_error else EXIT_OK
 
     def exit_if_skipped(self) -> None:
-        """End the process with :data:`EXIT_CASES_SKIPPED` when a case was skipped (for the bundle's ``run`` list).
+        """End the process with :data:`EXIT_CASES_SKIPPED` when a case was skipped or the summary was not written
+        (for the bundle's ``run`` list).
 
         Raises:
-            SystemExit: with :data:`EXIT_CASES_SKIPPED` when a case was skipped.
+            SystemExit: with :data:`EXIT_CASES_SKIPPED` then.
         """
-        if self.skipped:
+        if self.exit_status != EXIT_OK:
             sys.exit(EXIT_CASES_SKIPPED)

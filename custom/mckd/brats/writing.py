@@ -17,7 +17,7 @@ from monai.transforms import MapTransform, SaveImaged, Transform
 
 from mckd.brats.alignment import AlignmentReport, to_native_grid
 from mckd.brats.cases import CaseError
-from mckd.fileio import atomic_path, ensure_not_input, write_json_atomic
+from mckd.fileio import atomic_path, enclosing_folder, ensure_not_input, write_json_atomic
 
 __all__ = [
     "CaseWriterd",
@@ -43,11 +43,9 @@ def check_output_dir(output_dir: PathLike, inputs: Sequence[PathLike]) -> None:
     Raises:
         ValueError: naming the input folder the outputs would have been written into.
     """
-    out = Path(output_dir).resolve()
-    for item in inputs:
-        src = Path(item).resolve()
-        if out == src or src in out.parents:
-            raise ValueError(f"output folder '{output_dir}' is inside the input '{item}'; choose a folder outside it.")
+    item = enclosing_folder(output_dir, inputs)
+    if item is not None:
+        raise ValueError(f"output folder '{output_dir}' is inside the input '{item}'; choose a folder outside it.")
 
 
 def prediction_path(
