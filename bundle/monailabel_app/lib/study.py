@@ -133,7 +133,11 @@ def download_series(client: DICOMwebClient, study_uid: str, series_uid: str, cac
     partial = tempfile.mkdtemp(prefix=f"{series_uid}.", dir=os.path.dirname(folder))
     try:
         dicom_web_download_series(study_uid, series_uid, partial, client)
-        os.replace(partial, folder)
+        try:
+            os.replace(partial, folder)
+        except OSError:  # another request stored the same series meanwhile
+            if not (os.path.isdir(folder) and os.listdir(folder)):
+                raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return folder
