@@ -1,8 +1,9 @@
-"""Turn a BraTS 2018-2023+ or MSD Task01 download into a checked MONAI datalist JSON with MCKD's splits.
+"""Turn a BraTS 2018-2025 or MSD Task01 download into a checked MONAI datalist JSON with MCKD's splits.
 
 Usage::
 
-    python -m data_prep.brats --root DIR --out datalist.json [--layout auto|brats2018|brats2021|brats2023|msd]
+    python -m data_prep.brats --root DIR --out datalist.json
+        [--layout auto|brats2018|brats2021|brats2023|brats2024|msd]
         [--split paper|kfold:K:I|ratio:R|PROTOCOL] [--seed S] [--strict] [--allow-missing-modalities] [--jobs N]
         [--resample-to MODALITY [--resampled-dir DIR]]
 
@@ -13,6 +14,12 @@ convention. Bad cases are skipped with a warning naming case, file and reason (`
 The datalist is never written over an input or into the dataset folder. Paths in the datalist are relative to the
 datalist's folder, so ``monai.data.load_decathlon_datalist(path, data_list_key=...)`` resolves them with its default
 ``base_dir``.
+
+BraTS 2024/2025 post-treatment glioma (``brats2024``) uses the 2023 file names with one more label, 4 = resection
+cavity, which the 2023 convention refuses. ``--layout auto`` therefore reads a folder of 2023 file names as
+``brats2023`` unless a label map holds the value 4: the cases refused for it are read again as ``brats2024`` and, if
+one passes, the whole folder is ``brats2024`` (a warning says so). ``--layout brats2023`` refuses label 4;
+``--layout brats2024`` reads every case once. Label 4 of BraTS 2018-2021 stays the enhancing tumour.
 
 ``--split`` takes a published protocol's name too (``rfnet2018:1``, ``rfnet2018:2``, ``rfnet2018:3``, ``rfnet2020``,
 ``m2ftrans2021``, ``imfuse2023``; :mod:`mckd.brats.protocols`): the datalist then keeps the published training /
@@ -29,6 +36,7 @@ training split, a case of a published protocol missing) or no usable case.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -44,7 +52,7 @@ from mckd.brats.conventions import LAYOUTS, MODALITIES
 from mckd.brats.loading import CaseVerdict, LoadModalities, check_case
 from mckd.brats.protocols import PROTOCOLS, ProtocolError
 from mckd.brats.protocols import protocol as published_protocol
-from mckd.fileio import ensure_not_input, write_json_atomic
+from mckd.fileio import enclosing_folder, ensure_not_input, write_json_atomic
 
 from ._brats_resample import resample_case
 from ._brats_splits import SplitSpec, split_cases
@@ -141,6 +149,57 @@ def _check_all(cases: Sequence[Case], allow_missing: bool, jobs: int) -> list[Ca
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         results = pool.map(check, cases)
         return list(tqdm(results, total=len(cases), desc="checking cases", unit="case", disable=None, leave=False))
+
+
+def _relabelled_layouts(layout: str) -> list[str]:
+    """Layouts with the file names of ``layout`` but another label convention (``brats2023`` -> ``brats2024``)."""
+    spec = LAYOUTS[layout]
+    return [
+        name
+        for name, other in LAYOUTS.items()
+        if not other.four_d
+        and other.modality_suffixes == spec.modality_suffixes
+        and other.label_convention.valid_values > spec.label_convention.valid_values
+    ]
+
+
+def _read_as_post_treatment(
+    verdicts: Sequence[CaseVerdict], allow_missing: bool, jobs: int
+) -> tuple[list[CaseVerdict], str | None]:
+    """(``--layout auto``) Read the dataset in a layout of the same file names whose labels extend its own, when a
+    label map holds a value only that layout defines (BraTS 2023 names with label 4: ``brats2024``).
+
+    The labelled cases refused under their layout are read again in each such layout (the only difference is the
+    extra values, so a case passing now holds one of them); the first layout under which one passes is the
+    dataset's: every case of the original layout is moved to it, the re-read verdicts replace the refusals.
+
+    Returns:
+        the verdicts (unchanged when no layout fits) and the layout moved to (None when none).
+    """
+    for original in sorted({v.case.layout for v in verdicts}):
+        refused = [v for v in verdicts if v.case.layout == original and v.problem is not None and v.case.label]
+        for layout in _relabelled_layouts(original) if refused else []:
+            again = _check_all([dataclasses.replace(v.case, layout=layout) for v in refused], allow_missing, jobs)
+            passing = [v.case.case_id for v in again if v.problem is None]
+            if not passing:
+                continue
+            labels = LAYOUTS[layout].label_convention.labels
+            logger.warning(
+                "%d case(s) hold label values the '%s' convention does not define but '%s' does (e.g. %s): reading "
+                "the dataset as %s (labels %s); pass --layout %s to refuse them, --layout %s to read each case once",
+                len(passing), LAYOUTS[original].label_convention.name, LAYOUTS[layout].label_convention.name,
+                ", ".join(passing[:3]), layout, ", ".join(f"{k} {n}" for k, n in labels.items()), original, layout,
+            )
+            reread = {v.case.case_id: v for v in again}
+
+            def moved(verdict: CaseVerdict) -> CaseVerdict:
+                if verdict.case.layout != original:
+                    return verdict
+                case = dataclasses.replace(verdict.case, layout=layout)
+                return reread.get(case.case_id) or dataclasses.replace(verdict, case=case)
+
+            return [moved(v) for v in verdicts], layout
+    return list(verdicts), None
 
 
 def _resample_all(cases: Sequence[Case], reference: str, folder: Path, jobs: int) -> tuple[list[Case], list[CaseError]]:
@@ -316,6 +375,10 @@ def _check_output(out: Path, root: Path, cases: Sequence[Case]) -> None:
         raise ValueError(f"--out '{out}' is a folder; give the datalist's file name.")
     ensure_not_input(out, [root / "dataset.json", *(path for case in cases for path in case.inputs)])
     _check_outside(out, root, "--out")
+    # a case folder reached through a symbolic link lies outside the root's own path: compared resolved, as inference
+    folder = enclosing_folder(out, sorted({path.resolve().parent for case in cases for path in case.inputs}))
+    if folder is not None:
+        raise ValueError(f"--out '{out}' lies inside the case folder '{folder}'; write the datalist outside the inputs.")
 
 
 def _check_outside(path: Path, root: Path, flag: str) -> None:
@@ -348,7 +411,8 @@ def prepare_datalist(
     Args:
         root: dataset folder.
         out: datalist JSON to write (atomically), outside ``root``; paths inside are relative to its folder.
-        layout: ``auto`` or a key of ``mckd.brats.conventions.LAYOUTS``.
+        layout: ``auto`` or a key of ``mckd.brats.conventions.LAYOUTS``; ``auto`` reads BraTS 2023 file names as
+            ``brats2024`` when a label map holds the resection cavity (4), see the module docstring.
         split: ``paper``, ``kfold:K:I`` or ``ratio:R`` (see :func:`data_prep._brats_splits.split_cases`), or a
             published protocol's name (:data:`mckd.brats.protocols.PROTOCOLS`; see :mod:`data_prep._published_splits`).
         seed: seed of the split (of the meta-validation pick for a published protocol).
@@ -367,6 +431,7 @@ def prepare_datalist(
             error, no usable case, output refused or not writable).
     """
     root, out, spec = Path(root), Path(out), _parse_split(split, jobs)
+    requested = layout
     layout, cases, found_problems = _find(root, layout)
     copies = Path(resampled_dir) if resampled_dir is not None else out.parent / "resampled"
     _check_outputs(out, root, cases, resample_to, copies)
@@ -377,6 +442,9 @@ def prepare_datalist(
         cases, failed = _resample_all(cases, resample_to, copies, jobs)
         found_problems = [*found_problems, *failed]
     verdicts = _check_all(cases, allow_missing_modalities, jobs)
+    if requested == "auto":
+        verdicts, relabelled = _read_as_post_treatment(verdicts, allow_missing_modalities, jobs)
+        layout = relabelled if relabelled is not None and layout != "mixed" else layout
     problems = tuple(found_problems) + tuple(v.problem for v in verdicts if v.problem is not None)
     usable = [v for v in verdicts if v.problem is None]
     if problems and strict:
@@ -461,7 +529,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--root", required=True, type=Path, help="dataset folder")
     parser.add_argument("--out", required=True, type=Path, help="datalist JSON to write (outside the dataset folder)")
-    parser.add_argument("--layout", default="auto", help="auto (default), " + ", ".join(LAYOUTS))
+    parser.add_argument(
+        "--layout",
+        default="auto",
+        help="auto (default; 2023 file names with a label 4 read as brats2024), " + ", ".join(LAYOUTS),
+    )
     parser.add_argument(
         "--split",
         default="paper",

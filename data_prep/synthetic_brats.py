@@ -5,7 +5,9 @@ CSF rim and two lateral ventricles, plus a glioma whose sub-regions are nested a
 non-enhancing core inside an enhancing rim inside oedema. Some cases have no enhancing tumour (LGG-like). The four
 modalities follow a simple MRI contrast model (see ``docs/data_prep.md``) so that they differ in what they reveal:
 T1ce shows the enhancing rim, FLAIR and T2 the oedema and core, FLAIR suppresses CSF, T1 shows the tumour only faintly.
-A smooth multiplicative bias field and Rician noise are applied per modality.
+A smooth multiplicative bias field and Rician noise are applied per modality. In the ``brats2024`` layout
+(post-treatment glioma) most cases also have a resection cavity (label 4): a fluid-filled sphere next to the residual
+tumour core, dark on T1, T1ce and FLAIR and bright on T2.
 
 Shapes are given in the voxel order of the stored file (nibabel's ``get_fdata().shape``), i.e. ``(x, y, z)``; real
 BraTS volumes are ``(240, 240, 155)``. Output is deterministic per seed, byte for byte (gzip headers carry no time).
@@ -13,7 +15,7 @@ BraTS volumes are ``(240, 240, 155)``. Output is deterministic per seed, byte fo
 Usage::
 
     python -m data_prep.synthetic_brats --out DIR --cases N [--shape X Y Z] [--seed S]
-        [--layout brats2018|brats2021|brats2023|msd]
+        [--layout brats2018|brats2021|brats2023|brats2024|msd]
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Mapping, Sequence
 import nibabel as nib
 import numpy as np
 
-from mckd.brats.conventions import LAYOUTS, MODALITIES, REGIONS, DatasetLayout, LabelConvention
+from mckd.brats.conventions import LAYOUTS, MODALITIES, REGION_DISPLAY_NAMES, DatasetLayout, LabelConvention
 from mckd.fileio import atomic_path, write_json_atomic
 from mckd.progress import progress_bar
 
@@ -39,11 +41,13 @@ __all__ = [
     "TISSUES",
     "TISSUE_INTENSITIES",
     "NO_ENHANCING_FRACTION",
+    "NO_CAVITY_FRACTION",
     "SyntheticCase",
     "WrittenCase",
     "brats_affine",
     "generate_case",
     "enhancing_plan",
+    "cavity_plan",
     "synthetic_case_id",
     "case_rng",
     "write_dataset",
@@ -58,10 +62,14 @@ DEFAULT_SHAPE: tuple[int, int, int] = (240, 240, 155)
 MIN_SIZE = 16
 #: Fraction of cases generated without enhancing tumour (at least one case when two or more are generated).
 NO_ENHANCING_FRACTION = 0.2
+#: Fraction of ``brats2024`` cases generated without a resection cavity (at least one when two or more are generated).
+NO_CAVITY_FRACTION = 0.2
 
 #: Tissue classes of the generator's tissue map, by value (0 = background).
-TISSUES: tuple[str, ...] = ("background", "csf", "grey_matter", "white_matter", "oedema", "core", "enhancing")
-_CSF, _GM, _WM, _ED, _CORE, _ET = range(1, 7)
+TISSUES: tuple[str, ...] = (
+    "background", "csf", "grey_matter", "white_matter", "oedema", "core", "enhancing", "cavity"
+)
+_CSF, _GM, _WM, _ED, _CORE, _ET, _RC = range(1, 8)
 
 #: Mean intensity of each tissue per modality (FLAIR, T1, T1ce, T2) before gain, bias field and noise.
 TISSUE_INTENSITIES: Mapping[str, tuple[float, float, float, float]] = {
@@ -71,6 +79,7 @@ TISSUE_INTENSITIES: Mapping[str, tuple[float, float, float, float]] = {
     "oedema": (880.0, 800.0, 820.0, 1050.0),
     "core": (760.0, 620.0, 640.0, 1250.0),
     "enhancing": (800.0, 780.0, 1650.0, 900.0),
+    "cavity": (160.0, 260.0, 270.0, 1600.0),  # fluid: dark on FLAIR, T1 and T1ce, bright on T2
 }
 
 _TEXTURE_AMPLITUDE = 0.04  # relative within-tissue texture
@@ -100,14 +109,22 @@ class SyntheticCase:
 
     @property
     def regions(self) -> dict[str, np.ndarray]:
-        """Boolean mask of each tumour region (:data:`REGIONS`): ET, TC = core + ET, WT = oedema + TC."""
+        """Boolean mask of each region: ET, TC = core + ET, WT = oedema + TC, RC = the resection cavity (empty
+        unless the case was generated with one)."""
         masks = {"ET": self.tissues == _ET, "TC": np.isin(self.tissues, (_CORE, _ET))}
         masks["WT"] = np.isin(self.tissues, (_ED, _CORE, _ET))
-        return {name: masks[name] for name in REGIONS}
+        masks["RC"] = self.tissues == _RC
+        return {name: masks[name] for name in REGION_DISPLAY_NAMES}
 
     def label(self, convention: LabelConvention) -> np.ndarray:
-        """The uint8 label map of this case in ``convention``'s values (painted in its ``compose_order``)."""
+        """The uint8 label map of this case in ``convention``'s values (painted in its ``compose_order``).
+
+        Raises:
+            ValueError: when the case has a resection cavity and ``convention`` has no label value for it.
+        """
         regions = self.regions
+        if regions["RC"].any() and "RC" not in convention.regions:
+            raise ValueError(f"the '{convention.name}' label convention has no value for the resection cavity.")
         label = np.zeros(self.tissues.shape, dtype=np.uint8)
         for region, value in convention.compose_order:
             label[regions[region]] = value
@@ -124,6 +141,7 @@ class WrittenCase:
         enhancing: whether the case has an enhancing tumour.
         images: modality key -> file (one shared 4D file for MSD).
         label: label file.
+        cavity: whether the case has a resection cavity (``brats2024`` layout only).
     """
 
     case_id: str
@@ -131,6 +149,7 @@ class WrittenCase:
     enhancing: bool
     images: Mapping[str, Path]
     label: Path
+    cavity: bool = False
 
 
 def brats_affine(shape: Sequence[int]) -> np.ndarray:
@@ -155,6 +174,14 @@ def enhancing_plan(n_cases: int, seed: int) -> list[bool]:
     return [index not in without for index in range(n_cases)]
 
 
+def cavity_plan(n_cases: int, seed: int) -> list[bool]:
+    """Which of ``n_cases`` post-treatment cases have a resection cavity: all but :data:`NO_CAVITY_FRACTION` of them,
+    chosen by seed independently of :func:`enhancing_plan`."""
+    n_without = max(1, round(NO_CAVITY_FRACTION * n_cases)) if n_cases >= 2 else 0
+    without = set(np.random.default_rng([seed, n_cases, 2]).choice(n_cases, size=n_without, replace=False).tolist())
+    return [index not in without for index in range(n_cases)]
+
+
 def synthetic_case_id(layout: str, index: int) -> str:
     """Case identifier of the ``index``-th (0-based) synthetic case in ``layout``'s naming."""
     number = index + 1
@@ -162,6 +189,7 @@ def synthetic_case_id(layout: str, index: int) -> str:
         "brats2018": f"Brats18_SYN_{number:04d}_1",
         "brats2021": f"BraTS2021_{number:05d}",
         "brats2023": f"BraTS-GLI-{number:05d}-000",
+        "brats2024": f"BraTS-GLI-{number:05d}-000",
         "msd": f"BRATS_{number:03d}",
     }
     return ids[layout]
@@ -259,6 +287,24 @@ def _add_tumour(tissues: np.ndarray, semi_axes: np.ndarray, rng: np.random.Gener
     tissues[necrosis] = _CORE
 
 
+def _add_cavity(tissues: np.ndarray, semi_axes: np.ndarray, rng: np.random.Generator) -> None:
+    """Paint a resection cavity into ``tissues``: a sphere beside the tumour core, inside the brain, sparing the core.
+
+    Its centre lies one core radius plus most of its own radius away from the core's centre of mass, in a random
+    direction, so it abuts the residual tumour and replaces oedema and healthy tissue there.
+    """
+    core = np.isin(tissues, (_CORE, _ET))
+    core_centre = np.argwhere(core).mean(axis=0).astype(np.float32)
+    core_radius = max(1.5, float((3 * core.sum() / (4 * np.pi)) ** (1 / 3)))
+    radius = rng.uniform(0.8, 1.2) * core_radius
+    direction = rng.standard_normal(3).astype(np.float32)
+    direction /= np.linalg.norm(direction) + 1e-6
+    centre = core_centre + direction * (core_radius + 0.7 * radius)
+    x, y, z = _axes(tissues.shape)
+    sphere = (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2 < radius**2
+    tissues[sphere & (tissues > 0) & ~core] = _RC
+
+
 def _render(tissues: np.ndarray, modality_index: int, rng: np.random.Generator) -> np.ndarray:
     """One modality: tissue intensities with texture, gain, bias field and Rician noise; int16, zero outside the brain."""
     lookup = np.zeros(len(TISSUES), dtype=np.float32)
@@ -276,13 +322,17 @@ def _render(tissues: np.ndarray, modality_index: int, rng: np.random.Generator) 
     return np.clip(np.rint(magnitude), 0, np.iinfo(np.int16).max).astype(np.int16)
 
 
-def generate_case(shape: Sequence[int], rng: np.random.Generator, enhancing: bool = True) -> SyntheticCase:
+def generate_case(
+    shape: Sequence[int], rng: np.random.Generator, enhancing: bool = True, cavity: bool = False
+) -> SyntheticCase:
     """Generate one case of ``shape`` (stored voxel order x, y, z).
 
     Args:
         shape: volume size per axis, each at least :data:`MIN_SIZE`.
         rng: source of all randomness; the same generator state gives the same case.
         enhancing: whether the tumour has an enhancing rim (False: an LGG-like non-enhancing core).
+        cavity: whether a resection cavity (post-treatment, label 4 of ``brats2024``) lies beside the tumour.
+            False (default) draws nothing more from ``rng``, so cases without a cavity are those of earlier releases.
 
     Raises:
         ValueError: when ``shape`` is not three sizes of at least :data:`MIN_SIZE`.
@@ -290,6 +340,8 @@ def generate_case(shape: Sequence[int], rng: np.random.Generator, enhancing: boo
     shape = _validated_shape(shape)
     tissues, semi_axes = _anatomy(shape, rng)
     _add_tumour(tissues, semi_axes, rng, enhancing)
+    if cavity:
+        _add_cavity(tissues, semi_axes, rng)
     images = {modality: _render(tissues, index, rng) for index, modality in enumerate(MODALITIES)}
     return SyntheticCase(images=images, tissues=tissues)
 
@@ -373,13 +425,15 @@ def write_dataset(
 ) -> list[WrittenCase]:
     """Generate ``n_cases`` cases and write them under ``out`` in the on-disk layout of ``layout``.
 
-    Case ``i`` is ``generate_case(shape, case_rng(seed, i), enhancing_plan(n_cases, seed)[i])``, so tests can
-    regenerate the ground truth of any written case.
+    Case ``i`` is ``generate_case(shape, case_rng(seed, i), enhancing_plan(n_cases, seed)[i], cavity)`` with
+    ``cavity = cavity_plan(n_cases, seed)[i]`` for ``brats2024`` (False otherwise), so tests can regenerate the
+    ground truth of any written case.
 
     Args:
         out: dataset root (created when missing; existing files of the same names are replaced atomically).
         n_cases: number of cases, at least 1.
-        layout: one of ``brats2018``, ``brats2021``, ``brats2023``, ``msd`` (see ``mckd.brats.conventions.LAYOUTS``).
+        layout: a key of ``mckd.brats.conventions.LAYOUTS`` (``brats2018``, ``brats2021``, ``brats2023``,
+            ``brats2024``, ``msd``); the layouts whose label convention defines RC get resection cavities.
         shape: volume size in stored voxel order (x, y, z); default the real BraTS size 240 x 240 x 155.
         seed: seed of the whole dataset.
 
@@ -394,16 +448,18 @@ def write_dataset(
     shape = _validated_shape(shape)
     out, spec = Path(out), LAYOUTS[layout]
     written = []
+    with_cavity = "RC" in spec.label_convention.regions
+    cavities = cavity_plan(n_cases, seed) if with_cavity else [False] * n_cases
     with progress_bar(n_cases, "synthetic cases", unit="case") as bar:
-        for index, enhancing in enumerate(enhancing_plan(n_cases, seed)):
+        for index, (enhancing, cavity) in enumerate(zip(enhancing_plan(n_cases, seed), cavities)):
             case_id = synthetic_case_id(layout, index)
-            case = generate_case(shape, case_rng(seed, index), enhancing)
+            case = generate_case(shape, case_rng(seed, index), enhancing, cavity)
             if spec.four_d:
                 images, label = _write_msd_case(out, case_id, case, spec)
             else:
                 folder = _case_folder(out, layout, case_id, enhancing)
                 images, label = _write_per_modality_case(folder, case_id, case, spec)
-            written.append(WrittenCase(case_id, index, enhancing, images, label))
+            written.append(WrittenCase(case_id, index, enhancing, images, label, cavity))
             logger.debug("wrote %s", case_id)
             bar.update(1)
     if spec.four_d:
@@ -442,9 +498,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("error: %s", err)
         return 2
     n_without = sum(not c.enhancing for c in written)
+    with_cavity = "RC" in LAYOUTS[args.layout].label_convention.regions
+    cavities = f", {sum(c.cavity for c in written)} with a resection cavity" if with_cavity else ""
     logger.info(
-        "wrote %d %s cases (%d without enhancing tumour) of shape %s to %s",
-        len(written), args.layout, n_without, tuple(args.shape), args.out,
+        "wrote %d %s cases (%d without enhancing tumour%s) of shape %s to %s",
+        len(written), args.layout, n_without, cavities, tuple(args.shape), args.out,
     )
     return 0
 

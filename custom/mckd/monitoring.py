@@ -43,8 +43,11 @@ __all__ = ["TrainingScalars", "slice_mosaic", "TensorBoardSliceHandler", "Import
 
 logger = logging.getLogger(__name__)
 
-#: RGB colour of each region in the slice image, painted in this order (nested regions last).
-REGION_COLOURS: Mapping[str, tuple[int, int, int]] = {"WT": (0, 170, 0), "TC": (255, 200, 0), "ET": (220, 0, 0)}
+#: RGB colour of each region in the slice image, painted in this order (nested regions last; the resection cavity of
+#: a post-treatment run lies outside the tumour regions).
+REGION_COLOURS: Mapping[str, tuple[int, int, int]] = {
+    "WT": (0, 170, 0), "TC": (255, 200, 0), "ET": (220, 0, 0), "RC": (40, 110, 255)
+}
 
 
 class TrainingScalars:

@@ -11,8 +11,8 @@ from monai.data import load_decathlon_datalist
 from monai.transforms import LoadImaged
 
 from data_prep.brats import SPLIT_KEYS, main, prepare_datalist
-from data_prep.synthetic_brats import case_rng, enhancing_plan, generate_case
-from mckd.brats.conventions import LAYOUTS, MODALITIES, REGIONS
+from data_prep.synthetic_brats import case_rng, cavity_plan, enhancing_plan, generate_case
+from mckd.brats.conventions import LAYOUTS, MODALITIES
 
 from .conftest import SHAPE
 
@@ -32,15 +32,16 @@ def test_each_layout_is_detected_and_loads_as_four_channels_with_regions_matchin
     assert prepare_datalist(root, out).layout == layout
     plan = enhancing_plan(6, seed=2)
     convention = LAYOUTS[layout].label_convention
+    cavities = cavity_plan(6, seed=2) if "RC" in convention.regions else [False] * 6  # brats2024: resection cavities
     loaded = _load_all(out) + _load_all(out, "meta_validation")
     assert len(loaded) == 6
     for item in loaded:
         index = [c.case_id for c in written].index(item["case_id"])
-        truth = generate_case(SHAPE, case_rng(2, index), plan[index])
+        truth = generate_case(SHAPE, case_rng(2, index), plan[index], cavities[index])
         assert tuple(item["image"].shape) == (4, *SHAPE)
         np.testing.assert_array_equal(item["image"][2].numpy(), truth.images["t1ce"])
         label = item["label"][0].numpy()
-        for region in REGIONS:
+        for region in convention.region_names:
             np.testing.assert_array_equal(np.isin(label, convention.regions[region]), truth.regions[region])
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "LABEL_CONVENTIONS",
     "BRATS2018_LABELS",
     "BRATS2023_LABELS",
+    "BRATS2024_LABELS",
     "MSD_LABELS",
     "DatasetLayout",
     "LAYOUTS",
@@ -34,10 +35,13 @@ MODALITY_DISPLAY_NAMES: Mapping[str, str] = MappingProxyType({"flair": "FLAIR", 
 MODALITY_NAMES: tuple[str, ...] = tuple(MODALITY_DISPLAY_NAMES[m] for m in MODALITIES)
 NUM_MODALITIES = len(MODALITIES)
 
-#: Region channels in the order of the BraTS result tables (the network's output channels follow it).
+#: Region channels in the order of the BraTS result tables (the network's output channels follow it). The default
+#: region set of every configuration; a post-treatment run adds RC through its convention's
+#: :attr:`LabelConvention.region_names` (``configs/brats2024.json``).
 REGIONS: tuple[str, ...] = ("ET", "TC", "WT")
+#: Every region a convention may define (RC: the resection cavity of BraTS 2024+ post-treatment glioma).
 REGION_DISPLAY_NAMES: Mapping[str, str] = MappingProxyType(
-    {"ET": "Enhancing tumour", "TC": "Tumour core", "WT": "Whole tumour"}
+    {"ET": "Enhancing tumour", "TC": "Tumour core", "WT": "Whole tumour", "RC": "Resection cavity"}
 )
 NUM_REGIONS = len(REGIONS)
 
@@ -49,7 +53,8 @@ class LabelConvention:
     Attributes:
         name: identifier written into datalists (``"brats2018"``, ``"brats2023"``, ``"msd"``).
         labels: label value -> sub-region name; 0 is always background.
-        regions: region name (one of :data:`REGIONS`) -> the label values that make it up.
+        regions: region name (a key of :data:`REGION_DISPLAY_NAMES`) -> the label values that make it up, in the
+            convention's channel order (:attr:`region_names`).
         compose_order: (region, value) pairs painted in this order to turn region channels back into a label map;
             a later region overwrites an earlier one, so nested regions come last.
     """
@@ -63,6 +68,11 @@ class LabelConvention:
     def valid_values(self) -> frozenset[int]:
         """Every value a label map of this convention may hold, background included."""
         return frozenset({0, *self.labels})
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        """Every region the convention defines, in channel order (:data:`REGIONS` first, then e.g. ``"RC"``)."""
+        return tuple(self.regions)
 
 
 # BraTS 2018-2021: 1 necrotic/non-enhancing core, 2 oedema, 4 enhancing tumour (3 unused).
@@ -79,6 +89,15 @@ BRATS2023_LABELS = LabelConvention(
     regions=MappingProxyType({"ET": (3,), "TC": (1, 3), "WT": (1, 2, 3)}),
     compose_order=(("WT", 2), ("TC", 1), ("ET", 3)),
 )
+# BraTS 2024/2025 post-treatment glioma: the 2023 labels plus 4 resection cavity, a region of its own (in no
+# tumour region). Painted after WT and before TC/ET: a voxel predicted as both cavity and oedema is written as cavity,
+# one predicted as both cavity and core / enhancing tumour as tumour.
+BRATS2024_LABELS = LabelConvention(
+    name="brats2024",
+    labels=MappingProxyType({1: "NETC", 2: "SNFH", 3: "ET", 4: "RC"}),
+    regions=MappingProxyType({"ET": (3,), "TC": (1, 3), "WT": (1, 2, 3), "RC": (4,)}),
+    compose_order=(("WT", 2), ("RC", 4), ("TC", 1), ("ET", 3)),
+)
 # Medical Segmentation Decathlon Task01 (dataset.json): 1 oedema, 2 non-enhancing tumour, 3 enhancing tumour.
 MSD_LABELS = LabelConvention(
     name="msd",
@@ -87,7 +106,7 @@ MSD_LABELS = LabelConvention(
     compose_order=(("WT", 1), ("TC", 2), ("ET", 3)),
 )
 LABEL_CONVENTIONS: Mapping[str, LabelConvention] = MappingProxyType(
-    {c.name: c for c in (BRATS2018_LABELS, BRATS2023_LABELS, MSD_LABELS)}
+    {c.name: c for c in (BRATS2018_LABELS, BRATS2023_LABELS, BRATS2024_LABELS, MSD_LABELS)}
 )
 
 
@@ -121,6 +140,7 @@ class DatasetLayout:
 
 
 _CLASSIC_SUFFIXES = MappingProxyType({"flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2"})
+_GLI2023_SUFFIXES = MappingProxyType({"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"})
 LAYOUTS: Mapping[str, DatasetLayout] = MappingProxyType(
     {
         # 2018-2020: <root>/{HGG,LGG}/<case>/<case>_<suffix>.nii.gz (2019/2020 without HGG/LGG in some copies).
@@ -132,8 +152,11 @@ LAYOUTS: Mapping[str, DatasetLayout] = MappingProxyType(
             "brats2023",
             BRATS2023_LABELS,
             "-",
-            MappingProxyType({"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}),
+            _GLI2023_SUFFIXES,
         ),
+        # 2024/2025 post-treatment glioma: the 2023 file names, label 4 = resection cavity. Same names as brats2023,
+        # so discovery alone cannot tell them apart (data_prep.brats --layout auto reads a label 4 as this layout).
+        "brats2024": DatasetLayout("brats2024", BRATS2024_LABELS, "-", _GLI2023_SUFFIXES),
         # MSD Task01_BrainTumour: imagesTr/BRATS_xxx.nii.gz (4D, FLAIR/T1w/T1gd/T2w), labelsTr/BRATS_xxx.nii.gz.
         "msd": DatasetLayout("msd", MSD_LABELS, four_d=True),
     }
