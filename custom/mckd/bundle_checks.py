@@ -14,7 +14,9 @@ names the key or the value (datalist items are checked by :func:`mckd.brats.data
   active only in a ``monai.bundle run`` process (not when a ``ConfigWorkflow`` is built from Python). It also makes
   the foreseeable errors of :data:`BRIEF_ERRORS` (a bad checkpoint, datalist, setting or case) end the run with their
   message as the one last line on stderr, instead of MONAI's traceback that ends in ``Failed to evaluate
-  ConfigExpression`` (exit status 1 either way; ``MCKD_TRACEBACK=1`` prints the traceback as well).
+  ConfigExpression`` (exit status 1 either way; ``MCKD_TRACEBACK=1`` prints the traceback as well). Log records of
+  such an error lose their traceback too (MONAI's ``StatsHandler`` logs every engine exception with
+  ``logger.exception``), so the message stays the last line; any other error keeps its full traceback.
 - :func:`parse_subsets`: the documented forms of ``eval_subsets``, anything else refused.
 """
 
@@ -36,10 +38,12 @@ from monai.bundle import ConfigParser
 from monai.bundle.scripts import run as bundle_run
 from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
 
+from mckd.avmnist.data import AVMNISTDataError
 from mckd.brats.cases import CaseError
 from mckd.brats.datalist import DatalistError
-from mckd.checkpoints import CheckpointError
+from mckd.checkpoints import CheckpointError, FolderInUseError
 from mckd.divergence import TrainingDivergedError
+from mckd.fileio import DiskFullError
 from mckd.settings import SettingValueError, check_settings
 
 __all__ = [
@@ -71,7 +75,8 @@ class SettingError(ValueError):
 
 #: Errors whose message says all a user needs: reported as one line by :func:`check_command_line`.
 BRIEF_ERRORS: tuple[type[BaseException], ...] = (
-    CheckpointError, DatalistError, SettingError, CaseError, TrainingDivergedError
+    CheckpointError, DatalistError, SettingError, CaseError, TrainingDivergedError, AVMNISTDataError,
+    FolderInUseError, DiskFullError,
 )
 
 
@@ -215,6 +220,25 @@ def _report_briefly(kind: type[BaseException], error: BaseException, trace: Any,
         sys.stderr.write(f"{type(brief).__name__}: {brief}\n")
 
 
+def _without_brief_tracebacks(factory: Any) -> Any:
+    """A log record factory that drops the traceback of a record logging a foreseeable error (:data:`BRIEF_ERRORS`).
+
+    MONAI's ``StatsHandler.exception_raised`` logs every engine exception with ``logger.exception`` (and ignite logs
+    ``Engine run is terminating due to exception: <message>``, one line): for a refused checkpoint or a bad case the
+    traceback would precede the one line of :func:`_report_briefly`. Records of other errors are left as they are.
+    """
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and error_in_chain(error, BRIEF_ERRORS) and not os.environ.get("MCKD_TRACEBACK"):
+            record.exc_info, record.exc_text = None, None
+        return record
+
+    make_record.brief = True  # type: ignore[attr-defined]
+    return make_record
+
+
 def check_command_line(argv: Sequence[str] | None = None) -> None:
     """In a ``python -m monai.bundle run`` process: check the override keys and report foreseeable errors briefly.
 
@@ -235,6 +259,8 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
     check_overrides(argv)
     if getattr(sys.excepthook, "func", None) is not _report_briefly:
         sys.excepthook = functools.partial(_report_briefly, previous=sys.excepthook)
+    if not getattr(logging.getLogRecordFactory(), "brief", False):
+        logging.setLogRecordFactory(_without_brief_tracebacks(logging.getLogRecordFactory()))
 
 
 def _subset_from_names(names: Sequence[str], modality_names: Sequence[str]) -> tuple[bool, ...]:
