@@ -74,8 +74,8 @@ def check_split(arrays: dict[str, np.ndarray], path: Path) -> None:
     bad = ~np.isin(labels, np.arange(NUM_CLASSES))
     if bad.any():
         raise AVMNISTDataError(
-            f"AV-MNIST split file '{path}': labels {sorted(set(labels[bad].tolist()))[:5]} outside 0..{NUM_CLASSES - 1} "
-            f"at {_rows(bad)}."
+            f"AV-MNIST split file '{path}': labels {sorted(set(labels[bad].tolist()))[:5]} outside "
+            f"0..{NUM_CLASSES - 1} at {_rows(bad)}."
         )
     available = arrays["available"]
     if available.dtype != np.bool_ or tuple(available.shape) != (count, NUM_MODALITIES):
