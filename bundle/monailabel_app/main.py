@@ -83,7 +83,8 @@ class MCKDApp(MONAILabelApp):
 
     Raises:
         FileNotFoundError: when a bundle folder or one of its configs does not exist.
-        ValueError: when ``model_name`` is given for several bundles, or two bundles have the same folder name.
+        ValueError: when ``model_name`` is given for several bundles, or two bundles have the same folder name, or the
+            ``series_rules`` file is not valid.
         RuntimeError: when a bundle holds no weights (``models/model.pt`` or ``models/model.ts``).
     """
 
@@ -122,6 +123,8 @@ class MCKDApp(MONAILabelApp):
                 "+++ serving %s as '%s' with configs %s (code: %s)", path, name, self.config_files, bundle_package(path)
             )
             infers[name] = task
+            if self.conf.get("series_rules"):  # a bad rules file stops the start, not the first request
+                import_bundle_module(path, "brats.series_mapping").rules_from_json(self.conf["series_rules"])
         return infers
 
     def init_strategies(self) -> dict[str, Strategy]:

@@ -393,3 +393,19 @@ def test_ohif_monai_label_panel_segments_the_study_on_screen(
     gained = _coloured(out / "ohif_panel_result.png", box) - _coloured(out / "ohif_panel_before.png", box)
     assert gained > 300, f"the panel's segmentation is not drawn ({gained} coloured pixels more)"
     print(f"\nOHIF panel screenshots in {out}; {gained} coloured pixels more; {TIMES['ohif_panel_segment']:.1f} s")
+
+
+def test_a_bad_series_rules_file_stops_the_server_at_start(
+    monailabel_python: Path, pacs: Pacs, untrained_checkpoint: Path, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": {"pd": {"include": "pd"}}}))
+    app = Path(shutil.copytree(APP, tmp_path / "app", ignore=shutil.ignore_patterns("logs", "__pycache__")))
+    bundle = bundle_copy(tmp_path / BUNDLE.name, untrained_checkpoint)
+    conf = {"bundle": str(bundle), "bundle_configs": "inference.json,cpu_small.json", "series_rules": str(rules)}
+    env = {"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache")}
+    with pytest.raises(
+        AssertionError, match=r"(?s)exited.*series rules '.*rules.json': rule for unknown modality 'pd'"
+    ):
+        with running_server(monailabel_python, app, pacs.dicomweb, conf, tmp_path / "server.log", env=env):
+            pass
