@@ -32,7 +32,7 @@ class DiskFullError(OSError):
     """
 
     def __init__(self, target: str | os.PathLike) -> None:
-        message = f"disk full: no space left on the device while writing '{target}'; free space or write elsewhere."
+        message = f"disk full (No space left on device) while writing '{target}'; free space or write elsewhere."
         super().__init__(errno.ENOSPC, message)
         self.filename = str(target)
 

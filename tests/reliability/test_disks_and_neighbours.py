@@ -119,7 +119,7 @@ def test_a_second_bundle_training_in_one_bundle_folder_stops_at_start_in_one_lin
 def test_a_checkpoint_save_on_a_full_disk_says_disk_full_naming_the_file(tmp_path):
     with _tiny_tmpfs(tmp_path / "tiny"):
         target = tmp_path / "tiny" / "models" / "model.pt"
-        with pytest.raises(DiskFullError, match=rf"^disk full: no space left on the device while writing '{target}'"):
+        with pytest.raises(DiskFullError, match=rf"^disk full \(No space left on device\) while writing '{target}'"):
             save_checkpoint({"model": torch.nn.Linear(300, 300)}, target)
         assert list(target.parent.iterdir()) == []
 
@@ -133,7 +133,7 @@ def test_torch_save_failing_on_a_full_disk_without_an_errno_is_named_disk_full(t
     monkeypatch.setattr(torch, "save", failing_save)
     monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_bavail=0, f_frsize=4096))
     target = tmp_path / "models" / "model.pt"
-    with pytest.raises(DiskFullError, match=f"disk full: no space left on the device while writing '{target}'"):
+    with pytest.raises(DiskFullError, match=rf"disk full \(No space left on device\) while writing '{target}'"):
         save_checkpoint({"model": torch.nn.Linear(2, 2)}, target)
 
 
@@ -154,8 +154,8 @@ def test_a_prediction_on_a_full_disk_is_a_case_error_saying_disk_full(tmp_path, 
 
     monkeypatch.setattr(NibabelWriter, "write", full)
     target = tmp_path / "out" / "c6_seg.nii.gz"
-    with pytest.raises(CaseError, match=rf"case 'c6' \(file '{target}'\): cannot write the prediction: disk full: no "
-                       rf"space left on the device while writing '{target}'"):  # fmt: skip
+    with pytest.raises(CaseError, match=rf"case 'c6' \(file '{target}'\): cannot write the prediction: disk full \(No "
+                       rf"space left on device\) while writing '{target}'"):  # fmt: skip
         SaveCasePrediction(tmp_path / "out")(torch.ones(1, 4, 4, 4), "c6")
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -167,8 +167,8 @@ def test_a_failure_in_a_transform_chain_is_reported_by_its_system_error_not_the_
     with pytest.raises(Exception) as raised:
         Compose([Compose([Lambda(full)])])({"x": 1})
     message = _message(raised.value, "c1", "inference")
-    assert message == (f"case 'c1' (file '{tmp_path}/c1_alignment.json'): inference failed: disk full: no space left "
-                       f"on the device while writing '{tmp_path}/c1_alignment.json'; free space or write elsewhere.")
+    assert message == (f"case 'c1' (file '{tmp_path}/c1_alignment.json'): inference failed: disk full (No space left "
+                       f"on device) while writing '{tmp_path}/c1_alignment.json'; free space or write elsewhere.")
     assert "object at 0x" not in message
 
 

@@ -4,7 +4,11 @@ Every entry point uses it — ``python -m data_prep.brats`` (datalists), bundle 
 :class:`~mckd.brats.loading.LoadModalities`), the MONAI Label app — so the same folder gets the same verdict everywhere.
 
 Discovery (:func:`discover_cases`) finds files by name only; what they hold is checked when they are read, by the
-checks below (header, one geometry tolerance, voxels, DICOM series). What counts as a case:
+checks below, one gate per input kind and in this order: the path (:func:`check_input_path`: a regular readable file,
+or a DICOM series folder where a modality may be one; a folder, FIFO, device, dangling link or unreadable file is
+named as such, never taken for a missing modality), the header before any voxel (:func:`read_header` +
+:func:`check_header`: 3D, grey level, a plausible size, for NIfTI and every ITK format; :func:`check_dicom_series`:
+one intact MR series), then one geometry tolerance and the voxels. What counts as a case:
 
 - an MSD task folder (``dataset.json`` beside ``imagesTr/``): the images it lists, each one 4D image with the
   modalities in :data:`~mckd.brats.conventions.MODALITIES` order;
