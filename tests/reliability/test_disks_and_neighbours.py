@@ -52,7 +52,10 @@ def _tiny_tmpfs(where: Path, size: str = "64k", read_only: bool = False):
 
 def _holder(folder: Path) -> subprocess.Popen:
     """Another process that holds ``folder``'s lock, as a running training's checkpoint saver does."""
-    code = f"from mckd.checkpoints import lock_folder; import time; lock_folder({str(folder)!r}); print('ok', flush=True); time.sleep(120)"
+    code = (
+        f"from mckd.checkpoints import lock_folder; import time; lock_folder({str(folder)!r}); "
+        "print('ok', flush=True); time.sleep(120)"
+    )
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "ok"
     return process
@@ -67,8 +70,11 @@ def test_a_second_training_in_a_checkpoint_folder_is_refused_naming_the_first_an
     try:
         trainer, save_dict = toy.build(1)
         saver = AtomicCheckpointSaver(str(models), save_dict, save_interval=1)
-        with pytest.raises(FolderInUseError, match=rf"checkpoint folder '{models}' is in use by another training "
-                           rf"\(pid {first.pid}, started \d{{4}}-\d\d-\d\dT[\d:]+[+-][\d:]+: .*lock_folder"):
+        with pytest.raises(
+            FolderInUseError,
+            match=rf"checkpoint folder '{models}' is in use by another training "
+            rf"\(pid {first.pid}, started \d{{4}}-\d\d-\d\dT[\d:]+[+-][\d:]+: .*lock_folder",
+        ):
             saver.attach(trainer)
         assert in_progress.exists()
     finally:
@@ -167,8 +173,10 @@ def test_a_failure_in_a_transform_chain_is_reported_by_its_system_error_not_the_
     with pytest.raises(Exception) as raised:
         Compose([Compose([Lambda(full)])])({"x": 1})
     message = _message(raised.value, "c1", "inference")
-    assert message == (f"case 'c1' (file '{tmp_path}/c1_alignment.json'): inference failed: disk full (No space left "
-                       f"on device) while writing '{tmp_path}/c1_alignment.json'; free space or write elsewhere.")
+    assert message == (
+        f"case 'c1' (file '{tmp_path}/c1_alignment.json'): inference failed: disk full (No space left "
+        f"on device) while writing '{tmp_path}/c1_alignment.json'; free space or write elsewhere."
+    )
     assert "object at 0x" not in message
 
 
@@ -232,7 +240,9 @@ def bundle_root(tmp_path_factory) -> Path:
     parser = ConfigParser()
     parser.read_config(files)
     (root / "bundle" / "models").mkdir(parents=True)
-    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, root / "bundle" / "models" / "model.pt")
+    torch.save(
+        {"model": parser.get_parsed_content("network_def").state_dict()}, root / "bundle" / "models" / "model.pt"
+    )
     rng = np.random.default_rng(0)
     for modality in ("flair", "t1"):
         data = (rng.random(SHAPE) * 100 + 1).astype(np.float32)
@@ -269,5 +279,7 @@ def test_an_output_folder_below_a_file_is_one_line_exit_2(bundle_root):
     blocker.write_text("")
     result = _infer(bundle_root, blocker / "predictions")
     assert result.returncode == EXIT_USAGE
-    assert f"error: cannot create output folder '{blocker}/predictions': Not a directory." in result.stderr + result.stdout
+    assert (
+        f"error: cannot create output folder '{blocker}/predictions': Not a directory." in result.stderr + result.stdout
+    )
     assert "Traceback" not in result.stderr

@@ -114,7 +114,8 @@ def _mhd_8gb(path: Path) -> Path:
     path, raw = _renamed(path, ".mhd"), _renamed(path, ".raw")
     raw.write_bytes(b"\0" * 64)
     path.write_text(
-        f"ObjectType = Image\nNDims = 3\nDimSize = 2048 2048 512\nElementType = MET_FLOAT\nElementDataFile = {raw.name}\n"
+        "ObjectType = Image\nNDims = 3\nDimSize = 2048 2048 512\nElementType = MET_FLOAT\n"
+        f"ElementDataFile = {raw.name}\n"
     )
     return path
 
@@ -204,8 +205,12 @@ def _other_size(folder: Path) -> None:
 
 def _no_position(folder: Path) -> None:
     _series(folder)
+
+    def without_position(ds):
+        del ds.ImagePositionPatient
+
     for index in (1, 4):
-        _edit(folder, index, lambda ds: delattr(ds, "ImagePositionPatient"))
+        _edit(folder, index, without_position)
 
 
 def _two_orientations(folder: Path) -> None:
@@ -291,7 +296,9 @@ def gate_run(tmp_path_factory):
     parser = ConfigParser()
     parser.read_config([str(BUNDLE / "configs" / n) for n in ("inference.json", "cpu_small.json")])
     (root / "bundle" / "models").mkdir(parents=True)
-    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, root / "bundle" / "models" / "model.pt")
+    torch.save(
+        {"model": parser.get_parsed_content("network_def").state_dict()}, root / "bundle" / "models" / "model.pt"
+    )
     command = [
         sys.executable, "-m", "monai.bundle", "run", "--config_file",
         json.dumps([str(BUNDLE / "configs" / n) for n in ("inference.json", "cpu_small.json")]),

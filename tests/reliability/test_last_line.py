@@ -58,7 +58,8 @@ def setup(tmp_path_factory) -> Path:
 def test_a_refused_checkpoint_ends_inference_with_our_line_and_no_traceback(setup, kind, cause):
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(CONFIGS),
                "--bundle_root", str(setup / kind), "--dataset_dir", str(setup / "cases"),
-               "--output_dir", str(setup / f"out_{kind}"), "--sw_roi_size", "[32, 32, 32]", "--num_workers", "0"]  # fmt: skip
+               "--output_dir", str(setup / f"out_{kind}"), "--sw_roi_size", "[32, 32, 32]",
+               "--num_workers", "0"]  # fmt: skip
     result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1
     output = result.stdout + result.stderr

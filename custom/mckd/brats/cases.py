@@ -565,8 +565,10 @@ def check_input_path(case_id: str | None, path: PathLike, series_ok: bool = Fals
         os.close(os.open(path, os.O_RDONLY))
     except PermissionError:
         raise CaseError(
-            case_id, f"cannot be read: permission denied (mode {stat.filemode(info.st_mode)}, owner uid "
-            f"{info.st_uid}){link}.", path
+            case_id,
+            f"cannot be read: permission denied (mode {stat.filemode(info.st_mode)}, owner uid "
+            f"{info.st_uid}){link}.",
+            path,
         ) from None
     except OSError as err:
         raise CaseError(case_id, f"cannot be opened: {err.strerror or err}{link}.", path) from None
@@ -877,15 +879,18 @@ def _check_slices(folder: Path, case_id: str | None, files: list[tuple[Path, Any
         kind = str(ds.get("Modality", "") or "")
         if kind and kind != "MR":
             raise CaseError(
-                case_id, f"is a {kind} series (Modality '{kind}' in '{path.name}'), not MR: {what} must be an MR "
-                "series.", folder
+                case_id,
+                f"is a {kind} series (Modality '{kind}' in '{path.name}'), not MR: {what} must be an MR " "series.",
+                folder,
             )
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
         if samples != 1:
             photometric = ds.get("PhotometricInterpretation", "?")
             raise CaseError(
-                case_id, f"is a colour series ({samples} samples per pixel, {photometric} in '{path.name}'); "
-                "expected grey-level MR slices.", folder
+                case_id,
+                f"is a colour series ({samples} samples per pixel, {photometric} in '{path.name}'); "
+                "expected grey-level MR slices.",
+                folder,
             )
     sizes = {(ds.get("Rows"), ds.get("Columns")) for _, ds in files}
     if len(sizes) > 1:
@@ -893,8 +898,10 @@ def _check_slices(folder: Path, case_id: str | None, files: list[tuple[Path, Any
         odd = next(path for path, ds in files if (ds.get("Rows"), ds.get("Columns")) != first)
         shown = ", ".join(f"{r} x {c}" for r, c in sorted(sizes, key=str))
         raise CaseError(
-            case_id, f"has slices of different sizes ({shown} rows x columns; '{odd.name}' differs from "
-            f"'{files[0][0].name}'): not one volume.", folder
+            case_id,
+            f"has slices of different sizes ({shown} rows x columns; '{odd.name}' differs from "
+            f"'{files[0][0].name}'): not one volume.",
+            folder,
         )
     for path, ds in files:
         problem = _pixel_data_problem(path, ds)

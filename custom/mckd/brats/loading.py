@@ -240,9 +240,7 @@ class LoadModalities(Transform):
             raise CaseError(case_id, f"'available' must be {self.num_modalities} booleans, got {list(values)!r}.")
         return [bool(v) for v in values]
 
-    def _load_one(
-        self, path: PathLike | None, case_id: str | None, modality: str | None = None
-    ) -> MetaTensor | None:
+    def _load_one(self, path: PathLike | None, case_id: str | None, modality: str | None = None) -> MetaTensor | None:
         if path is None or str(path) == "":
             return None
         path = Path(path)
