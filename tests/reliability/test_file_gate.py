@@ -96,6 +96,18 @@ def test_an_unreadable_modality_file_says_permission_denied(tmp_path):
         check_input_path("c1", bad)
 
 
+def test_a_file_the_system_refuses_to_open_says_permission_denied_even_under_root(tmp_path, monkeypatch):
+    # root opens any file; the refusal of a non-root user (or of an ACL, SELinux) is what os.open raises
+    bad = _nifti(tmp_path / "c1" / "c1_t1.nii.gz", _volume())
+
+    def refused(path, flags, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "open", refused)
+    with pytest.raises(CaseError, match=rf"case 'c1' \(file '{bad}'\): cannot be read: permission denied \(mode -rw"):
+        check_input_path("c1", bad)
+
+
 def test_a_dicom_series_folder_is_accepted_where_a_modality_may_be_a_series_only(tmp_path):
     check_input_path("c1", tmp_path, series_ok=True)
     with pytest.raises(CaseError, match="is a folder, not an image file"):
