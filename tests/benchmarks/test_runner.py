@@ -95,7 +95,7 @@ def test_a_real_section_measures_and_renders_its_table():
     settings = dict(runner._settings(quick=True), volume=[32, 48, 48], roi=[32, 32, 32], rounds=1)
     lines = runner.options_section(settings, threads=2)
     rows = {cells[0]: cells[1:] for cells in (line.strip("| ").split(" | ") for line in lines if line.startswith("| "))}
-    default = rows["default (sw_batch_size 1, overlap 0.25, gaussian, fp32)"]
+    default = rows["baseline (sw_batch_size 1, overlap 0.25, gaussian, fp32)"]
     assert default[1] == "1.000" and float(default[2]) == 0.0
     assert float(rows["sw_batch_size 4"][2]) < 1e-5  # same output, more windows per forward
     assert 0 < float(rows["bfloat16 autocast"][2]) < 0.05

@@ -90,7 +90,7 @@ def markdown(summary: list[dict[str, Any]], seeds: Sequence[int]) -> str:
     rows: dict[tuple, dict[str, str]] = {}
     for r in summary:
         rows.setdefault((r["training availability"], f"{r['method']} (λ={r['kd_weight']:g})"), {})[r["inputs"]] = (
-            tables.mean_sd(r["accuracies"], scale=100.0)
+            tables.mean_sd_cell(r["mean_accuracy"], r["sd_accuracy"], scale=100.0)
         )
     table = tables.markdown_table(
         ["training availability", "method", *inputs],
