@@ -283,3 +283,37 @@ def test_an_output_folder_below_a_file_is_one_line_exit_2(bundle_root):
         f"error: cannot create output folder '{blocker}/predictions': Not a directory." in result.stderr + result.stdout
     )
     assert "Traceback" not in result.stderr
+
+
+def test_inference_onto_a_disk_that_fills_up_reports_what_is_on_disk_in_lines_not_tracebacks(bundle_root, tmp_path):
+    # a real small file system: some cases' files fit, the next ones meet ENOSPC part-way (prediction, alignment
+    # report or the summary itself)
+    cases = tmp_path / "cases"
+    rng = np.random.default_rng(1)
+    for index in range(6):
+        for modality in ("flair", "t1"):
+            (cases / f"p{index}").mkdir(parents=True, exist_ok=True)
+            data = (rng.random(SHAPE) * 100 + 1).astype(np.float32)
+            nib.save(nib.Nifti1Image(data, np.eye(4)), str(cases / f"p{index}" / f"p{index}_{modality}.nii.gz"))
+    with _tiny_tmpfs(tmp_path / "full", size="16k") as out:
+        command = [
+            sys.executable, "-m", "monai.bundle", "run", "--config_file",
+            json.dumps([str(BUNDLE / "configs" / n) for n in ("inference.json", "cpu_small.json")]),
+            "--bundle_root", str(bundle_root / "bundle"), "--dataset_dir", str(cases), "--output_dir", str(out),
+            "--sw_roi_size", "[32, 32, 32]", "--num_workers", "0",
+        ]  # fmt: skip
+        result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, check=False, timeout=600)
+        output = result.stdout + result.stderr
+        assert result.returncode == EXIT_CASES_SKIPPED, output[-3000:]
+        assert "Traceback" not in output and "object at 0x" not in output, output[-3000:]
+        assert "disk full (No space left on device) while writing" in output
+        on_disk = {p.name for p in out.iterdir() if p.name.endswith("_seg.nii.gz")}
+        summary_path = out / "inference_summary.json"
+        if summary_path.exists():
+            summary = json.loads(summary_path.read_text())
+            assert {Path(e["prediction"]).name for e in summary["written"]} == on_disk
+            assert not {f"{e['case_id']}_seg.nii.gz" for e in summary["skipped"]} & on_disk
+            assert len(summary["written"]) + len(summary["skipped"]) == 6
+        else:
+            assert f"error: cannot write the inference summary '{summary_path}': disk full" in output
+        assert not [p.name for p in out.iterdir() if ".part" in p.name]
