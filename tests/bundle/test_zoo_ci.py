@@ -83,6 +83,7 @@ NEWEST_ON_PY310 = {
     "tensorboard": None,
     "fire": None,
     "tqdm": None,
+    "jsonschema": None,
     "librosa": None,
 }
 
