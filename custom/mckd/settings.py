@@ -33,7 +33,7 @@ from mckd.brats.conventions import LABEL_CONVENTIONS, MODALITIES
 from mckd.networks.segnet import BACKBONES
 from mckd.scoring import SCORING_CONVENTIONS
 
-__all__ = ["Setting", "SETTINGS", "SettingValueError", "check_settings", "describe", "settings_table", "main"]
+__all__ = ["Setting", "SETTINGS", "SettingValueError", "check_settings", "describe", "settings_table", "render_card", "main"]
 
 _INT = {"type": "integer"}
 _BOOL = {"type": "boolean"}
@@ -84,8 +84,10 @@ SETTINGS: Mapping[str, Setting] = {
     "data_list_file_path": Setting(
         _PATH, "the datalist JSON (paths in it relative to its folder)", "`dataset_dir/datalist.json`"
     ),
-    "ckpt_path": Setting(_PATH, "the network's weights", "`models/model.pt`"),
-    "checkpoint_path": Setting(_PATH, "the network's weights", "`models/model.pt`"),
+    "ckpt_path": Setting(_PATH, "the network's weights (the plain state dict training writes)", "`models/model.pt`"),
+    "checkpoint_path": Setting(
+        _PATH, "the network's weights (the plain state dict training writes)", "`models/model.pt`"
+    ),
     "importance_path": Setting(
         _PATH, "the learned importance written beside `model.pt`", "`models/modality_weights.pt`"
     ),
@@ -97,8 +99,12 @@ SETTINGS: Mapping[str, Setting] = {
         _DEVICE,
     ),
     "amp": Setting(_BOOL, "mixed precision (autocast)", "on with CUDA"),
-    "amp_dtype": Setting({"type": "string"}, "autocast type", "`float16` with CUDA, else `bfloat16`"),
-    "compile": Setting(_BOOL, "`torch.compile` the network"),
+    "amp_dtype": Setting(
+        {"type": "string"},
+        'autocast type (`--amp True` on a CPU autocasts to `bfloat16`; `benchmarks/RESULTS.md`, "Inference options")',
+        "`float16` with CUDA, else `bfloat16`",
+    ),
+    "compile": Setting(_BOOL, "`torch.compile` the network (no gain on the benchmark's CPU: `benchmarks/RESULTS.md`)"),
     "num_workers": Setting(_int(0), "data-loader worker processes"),
     "cache_rate": Setting(
         {"type": "number", "minimum": 0, "maximum": 1},
@@ -107,37 +113,45 @@ SETTINGS: Mapping[str, Setting] = {
     "seed": Setting(_int(0), "`set_determinism`, the importance initialisation and the availability draw"),
     # network
     "backbone": Setting(
-        _choices(*BACKBONES), "the published 3D ResNet-50 + ASPP (43.7 M parameters) or the CPU network"
+        _choices(*BACKBONES),
+        "`resnet50_aspp`: the published 3D ResNet-50 (weight-standardised convolutions, instance "
+        "norm, LeakyReLU) + ASPP, 43.7 M parameters; `light`: the CPU network; inference must match "
+        "the training",
     ),
     "paper_exact": Setting(_BOOL, "the published forward (missing inputs zero-filled and encoded, skips not filled)"),
     "feature_size": Setting(_int(1), "size of each modality's feature"),
     "hidden_size": Setting(_int(1), "hidden units of the classifier"),
     # training
-    "crop_size": Setting(_WINDOW, "D, H, W of training crops"),
+    "crop_size": Setting(_WINDOW, "D, H, W of training crops (and of the validation window)"),
     "batch_size": Setting(_int(1), "samples per iteration"),
-    "num_iterations": Setting(_int(1), "training iterations"),
-    "epoch_length": Setting(_int(1), "iterations per ignite epoch: the unit of `val_interval` and checkpoints"),
+    "num_iterations": Setting(_int(1), "training iterations (the published 115k: 80k warm-up + 35k random subsets)"),
+    "epoch_length": Setting(
+        _int(1), "iterations per ignite epoch: the unit of `val_interval`, `checkpoint_interval` and logging"
+    ),
     "epochs": Setting(_int(1), "training epochs"),
-    "val_interval": Setting(_int(1), "epochs between validations"),
+    "val_interval": Setting(_int(1), "epochs between validations (skipped when the validation list is empty)"),
     "val_list_key": Setting(
         {"type": "string", "minLength": 1},
         "the datalist list that validates and selects `model.pt` (absent or empty: none)",
     ),
     "checkpoint_interval": Setting(_int(1), "epochs between training checkpoints"),
     "learning_rate": Setting(_positive(), "the network's learning rate"),
-    "momentum": Setting({"type": "number", "minimum": 0, "exclusiveMaximum": 1}, "SGD (Nesterov) momentum"),
-    "lr_power": Setting({"type": "number", "minimum": 0}, "power of the polynomial learning-rate decay"),
+    "momentum": Setting(
+        {"type": "number", "minimum": 0, "exclusiveMaximum": 1}, "SGD momentum (Nesterov, no weight decay)"
+    ),
+    "lr_power": Setting({"type": "number", "minimum": 0}, "power of the `PolynomialLR` decay, stepped per iteration"),
     "weight_decay": Setting({"type": "number", "minimum": 0}, "the network optimiser's weight decay"),
     "warmup_iterations": Setting(_int(0), "iterations with every modality before random subsets"),
-    "min_keep": Setting(_int(1), "fewest modalities kept by the training-time dropout"),
+    "min_keep": Setting(_int(1), "after the warm-up, k ~ U{`min_keep`..M} modalities are kept"),
     "per_sample_dropout": Setting(_BOOL, "draw the kept modalities per sample (`False`: per batch, as published)"),
     "kd_weight": Setting({"type": "number", "minimum": 0}, "weight λ of the distillation loss"),
     "kd_distance": Setting(_choices("l1", "l2", "mse"), "distance of the distillation loss"),
     "divergence_factor": Setting(
         {"type": "number", "exclusiveMinimum": 1},
-        "training stops when the loss exceeds this many times its starting level",
+        "training stops (one message, no final model) when the loss is not finite or exceeds this "
+        "many times its starting level",
     ),
-    "max_grad_norm": Setting(_optional(_positive()), "gradient-norm clipping (`None`: off)"),
+    "max_grad_norm": Setting(_optional(_positive()), "gradient-norm clipping (`None`: off; the CPU overlay sets 12)"),
     "meta_interval": Setting(_int(1), "iterations between meta-updates of the importance"),
     "meta_steps": Setting(_int(1), "Adam steps on the importance per meta-update"),
     "meta_batch_size": Setting(_int(1), "meta-validation samples per step"),
@@ -158,8 +172,13 @@ SETTINGS: Mapping[str, Setting] = {
         {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}, "sigmoid threshold of each region channel"
     ),
     "et_min_size": Setting(_int(0), "predicted ET below this many voxels becomes necrotic core (0: off)"),
-    "report_order": Setting(_choices("literature", "evaluation"), "row order of the report"),
-    "scoring_convention": Setting(_choices(*SCORING_CONVENTIONS), "Dice/HD95 of empty regions"),
+    "report_order": Setting(
+        _choices("literature", "evaluation"),
+        "row order of the report: the missing-modality papers' order, or the evaluator's",
+    ),
+    "scoring_convention": Setting(
+        _choices(*SCORING_CONVENTIONS), 'Dice and HD95 of empty regions (model card, "Scoring conventions")'
+    ),
     "lesion_wise": Setting(_BOOL, "also the official package's lesion-wise metrics (`brats-eval` extra)"),
     "protocol": Setting(
         _optional({"type": "string", "minLength": 1}), "a published protocol: the report adds the peers' numbers for it"
@@ -167,9 +186,18 @@ SETTINGS: Mapping[str, Setting] = {
     "eval_split": Setting(_choices("training", "meta_validation", "test"), "the AV-MNIST split to score"),
     "eval_batch_size": Setting(_int(1), "samples per evaluation batch"),
     # inference
-    "output_convention": Setting(_choices(*LABEL_CONVENTIONS), "label values of the written map"),
+    "output_convention": Setting(
+        _choices(*LABEL_CONVENTIONS),
+        "labels of the written map: `brats2018` (1 necrotic/non-enhancing core, 2 oedema, 4 ET), "
+        "`brats2023` (1/2/3), `brats2024` (1/2/3, 4 resection cavity; a four-output model), `msd` "
+        "(1 oedema, 2 non-enhancing tumour, 3 enhancing tumour)",
+    ),
     "save_probabilities": Setting(_BOOL, "also write `<case>_prob.nii.gz` (the region probabilities)"),
-    "grid": Setting(_choices(*GRID_MODES), "modalities on different grids"),
+    "grid": Setting(
+        _choices(*GRID_MODES),
+        "modalities on different grids: `resample` onto the reference, `register` rigidly first, "
+        "`same` requires one grid",
+    ),
     "reference_modality": Setting(
         _choices("auto", *MODALITIES), "the grid the others are brought onto (`auto`: the finest)"
     ),

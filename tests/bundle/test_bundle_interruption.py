@@ -72,8 +72,14 @@ def test_sigterm_saves_a_resumable_checkpoint_exits_143_in_one_line_and_resume_c
     epoch = iteration // 2 + 1  # two iterations per epoch: the epoch of the next iteration, run to its end
     end = 2 * epoch
     resumed = _run(
-        _command(bundle, brats_data, tmp_path, num_iterations=end, val_interval=1000,
-                 resume_checkpoint=str(models / "interrupted.pt")),
+        _command(
+            bundle,
+            brats_data,
+            tmp_path,
+            num_iterations=end,
+            val_interval=1000,
+            resume_checkpoint=str(models / "interrupted.pt"),
+        ),
         bundle.root,
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -117,7 +123,11 @@ def test_kill_9_during_the_checkpoint_write_keeps_the_previous_checkpoint_and_re
     final = torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)
     assert final["trainer"]["iteration"] == 4
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
-        "last_checkpoint_epoch=1.pt", "last_checkpoint_epoch=2.pt", "model_final.pt"
+        "last_checkpoint_epoch=1.pt",
+        "last_checkpoint_epoch=2.pt",
+        "modality_weights.pt",
+        "model.pt",
+        "model_final.pt",
     ]
 
 

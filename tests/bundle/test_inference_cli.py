@@ -256,7 +256,7 @@ def test_a_dicom_case_with_series_of_different_geometries_is_predicted_on_the_re
     thick = _volume(21)[4:28, :, ::3].astype(np.int16)  # FLAIR: 3 mm slices over a narrower field of view
     flair = bundle.write_dicom_series(patient / "FLAIR", thick, (1.0, 1.0, 3.0), (-4.0, 0.0, 0.0))
     output = setup.root / "clinical_predictions"
-    result = _infer(bundle, setup, patient.parent, output, "--save_native_grids", "true")
+    result = _infer(bundle, setup, patient.parent, output, "--save_native_grids", "True")
     assert result.returncode == EXIT_OK, result.stdout[-3000:]
     report = json.loads((output / "patient9_alignment.json").read_text())
     assert report["reference"] == "t1ce" and report["modalities"]["flair"]["resampled"]

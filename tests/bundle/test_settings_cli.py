@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mckd.settings import SETTINGS, SettingValueError, check_settings, settings_table
+from mckd.settings import SETTINGS, SettingValueError, check_settings, render_card, settings_table
 
 BRATS_TRAIN = "['configs/train.json','configs/cpu_small.json']"
 BRATS_INFER = "['configs/inference.json','configs/cpu_small.json']"
@@ -126,3 +126,11 @@ def test_the_table_lists_each_setting_with_default_accepted_values_and_meaning(b
     table = settings_table([bundle.configs / "inference.json"])
     assert "| `threshold` | `0.5` | a number > 0, < 1 | sigmoid threshold of each region channel |" in table
     assert "| `ckpt_path` | `bundle_root/models/model.pt` |" in table
+
+
+@pytest.mark.parametrize("name", ["brats_mri_mckd_segmentation", "avmnist_mckd_classification"])
+def test_the_model_cards_settings_tables_are_rendered_from_the_description(bundle, name):
+    card = Path(bundle.root).parent / name / "docs" / "README.md"
+    text, rendered = render_card(card)
+    assert "<!-- settings: configs/train.json -->" in text
+    assert text == rendered, f"run: python -m mckd.settings {card}"

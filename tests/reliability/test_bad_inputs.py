@@ -260,8 +260,8 @@ def _write_datalist(folder: Path, content) -> Path:
     [
         ("{not json", "training", r"is not valid JSON: Expecting property name .* at line 1, column 2"),
         ("", "training", "is not valid JSON"),
-        ("[]", "training", "must be a JSON object with a 'training' list, not a list"),
-        ({"validation": []}, "training", r"has no list 'training' \(it has validation\)"),
+        ("[]", "training", "must be a JSON object of case lists, not a list"),
+        ({"validation": []}, "training", r"has no list 'training' \(it has validation \(0 cases\)\)"),
         ({"training": {"image": "x"}}, "training", "'training' must be a list of cases, not a dict"),
         ({"training": []}, "training", "'training' is empty; it needs at least one case"),
         ({"training": [{"image": []}], "meta_validation": []}, "meta_validation", "'meta_validation' is empty"),
