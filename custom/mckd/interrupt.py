@@ -58,7 +58,6 @@ else:
 __all__ = ["GracefulInterrupt"]
 
 
-
 class GracefulInterrupt:
     """On SIGINT/SIGTERM, save ``save_dict`` to ``save_dir/filename`` after the current iteration and stop the engine.
 

@@ -104,7 +104,6 @@ def test_network_reads_availability_from_the_packed_flags(bundle):
     torch.testing.assert_close(packed, repacked)
 
 
-
 def test_multi_gpu_overlay_silences_only_the_loggers_on_other_ranks(bundle):
     parser = ConfigParser()
     parser.read_config(bundle.config_files("train.json", "multi_gpu_train.json"))

@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from data_prep.synthetic_brats import write_dataset
 
