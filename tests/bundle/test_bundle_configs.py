@@ -108,7 +108,13 @@ def test_multi_gpu_overlay_silences_only_the_loggers_on_other_ranks(bundle):
     parser = ConfigParser()
     parser.read_config(bundle.config_files("train.json", "multi_gpu_train.json"))
     silenced = [h["_target_"] for h in parser["train"]["handlers"] if h.get("_disabled_") == "@is_not_rank0"]
-    assert silenced == ["StatsHandler", "TensorBoardStatsHandler", "mckd.monitoring.ImportanceTrajectoryWriter"]
+    assert silenced == [
+        "StatsHandler",
+        "mckd.progress.TrainingProgress",
+        "TensorBoardStatsHandler",
+        "mckd.monitoring.ImportanceTrajectoryWriter",
+        "mckd.checkpoints.DeployableModelSaver",
+    ]
     # by name, not list position: train.json's switch is off, the overlay sets it per rank
     assert parser["is_not_rank0"] == "$dist.get_rank() > 0"
     single = ConfigParser()
