@@ -39,6 +39,7 @@ from typing import Sequence
 import numpy as np
 
 from mckd.avmnist.conventions import IMAGE_SHAPE, NUM_CLASSES
+from mckd.fileio import enclosing_folder
 from mckd.progress import progress_bar
 
 from ._avmnist_features import SAMPLE_RATE, MFCCSettings, add_noise, mfcc_features, resample, trim_silence
@@ -374,9 +375,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     protocol = ProtocolOptions(args.audio_rate, args.image_rate, args.meta_val_fraction, args.seed)
     if args.source == "standard":
-        for folder in (args.mnist_dir, args.fsdd_dir):
-            if Path(args.out).resolve() == Path(folder).resolve():
-                raise SystemExit(f"--out '{args.out}' must not be an input folder.")
+        inside = enclosing_folder(args.out, [args.mnist_dir, args.fsdd_dir])
+        if inside is not None:
+            raise SystemExit(f"--out '{args.out}' is, or lies inside, the input folder '{inside}'; choose another.")
         result = build_standard(
             args.mnist_dir, args.fsdd_dir, args.out, protocol, args.speakers, args.recordings_per_speaker,
             args.test_index_below,

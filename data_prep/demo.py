@@ -37,6 +37,7 @@ from monai.bundle import ConfigWorkflow
 
 from data_prep.brats import PreparationError, prepare_datalist
 from data_prep.synthetic_brats import write_dataset
+from mckd.fileio import enclosing_folder
 
 __all__ = ["DEFAULT_BUNDLE", "MONAILABEL_VENV", "DemoResult", "run_demo", "next_steps", "main"]
 
@@ -87,8 +88,11 @@ def _run_workflow(config_files: Sequence[Path], **override: Any) -> list[Any]:
         workflow.finalize()
 
 
-def _check_arguments(bundle: Path, shape: Sequence[int], iterations: int | None) -> None:
-    """Refuse a ``bundle`` without ``configs/train.json``, a ``shape`` or ``iterations`` the demo cannot use."""
+def _check_arguments(out: Path, bundle: Path, shape: Sequence[int], iterations: int | None) -> None:
+    """Refuse an ``out`` inside the ``bundle`` (the demo copies the bundle into it), a ``bundle`` without
+    ``configs/train.json``, a ``shape`` or ``iterations`` the demo cannot use."""
+    if enclosing_folder(out, [bundle]) is not None:
+        raise ValueError(f"--out '{out}' is, or lies inside, the bundle '{bundle}'; choose a folder outside it.")
     if not (bundle / "configs" / "train.json").is_file():
         raise FileNotFoundError(
             f"no bundle at '{bundle}' (configs/train.json is missing); run from the repository root or pass --bundle."
@@ -154,7 +158,7 @@ def run_demo(
         ValueError: for a bad ``shape``, too few ``cases`` or ``iterations`` below 20.
     """
     out = Path(out)
-    _check_arguments(Path(bundle), shape, iterations)
+    _check_arguments(out, Path(bundle), shape, iterations)
     result = DemoResult(out=out)
 
     start = time.perf_counter()

@@ -43,7 +43,7 @@ from mckd.brats.cases import CaseError
 from mckd.brats.datalist import DatalistError
 from mckd.checkpoints import CheckpointError, FolderInUseError
 from mckd.divergence import TrainingDivergedError
-from mckd.fileio import DiskFullError
+from mckd.fileio import DiskFullError, InputOverwriteError
 from mckd.settings import SettingValueError, check_settings
 
 __all__ = [
@@ -76,7 +76,7 @@ class SettingError(ValueError):
 #: Errors whose message says all a user needs: reported as one line by :func:`check_command_line`.
 BRIEF_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointError, DatalistError, SettingError, CaseError, TrainingDivergedError, AVMNISTDataError,
-    FolderInUseError, DiskFullError,
+    FolderInUseError, DiskFullError, InputOverwriteError,
 )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 __all__ = [
+    "InputOverwriteError",
     "DiskFullError",
     "atomic_path",
     "write_json_atomic",
@@ -123,16 +124,20 @@ def write_json_atomic(target: str | os.PathLike, payload: Any) -> Path:
     return write_text_atomic(target, text + "\n")
 
 
+class InputOverwriteError(ValueError):
+    """An output would be written over one of the run's inputs; the message names it."""
+
+
 def ensure_not_input(target: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
-    """Refuse to write ``target`` when it resolves to one of the ``inputs``.
+    """Refuse to write ``target`` when it resolves to one of the ``inputs``: the one rule of every writer.
 
     Raises:
-        ValueError: naming the input that would have been overwritten.
+        InputOverwriteError: naming the input that would have been overwritten.
     """
     resolved = Path(target).resolve()
     for item in inputs:
         if Path(item).resolve() == resolved:
-            raise ValueError(f"refusing to overwrite input file '{item}' with an output.")
+            raise InputOverwriteError(f"refusing to overwrite input file '{item}' with an output.")
 
 
 def enclosing_folder(path: str | os.PathLike, folders: Iterable[str | os.PathLike]) -> Path | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from mckd.brats.conventions import MODALITIES, MODALITY_DISPLAY_NAMES, REGION_DI
 from mckd.brats.protocol_report import ProtocolScore, protocol_markdown, read_availability, score_protocol
 from mckd.brats.protocols import published_split
 from mckd.evaluation import CaseSlice, SubsetEvaluator, SubsetResults
-from mckd.fileio import atomic_path, write_json_atomic, write_text_atomic
+from mckd.fileio import atomic_path, ensure_not_input, write_json_atomic, write_text_atomic
 
 __all__ = [
     "LITERATURE_SUBSET_ORDER",
@@ -296,6 +297,26 @@ def _overlay(results: SubsetResults, target: Path, order: str) -> None:
     _save(fig, target)
 
 
+def report_paths(
+    output_dir: PathLike, prefix: str = "evaluation", overlay: bool = True, protocol: bool = True
+) -> dict[str, Path]:
+    """The files :func:`write_report` writes, keyed as it returns them."""
+    out = Path(output_dir)
+    paths = {
+        "csv": out / f"{prefix}_per_case.csv",
+        "summary_csv": out / f"{prefix}_summary.csv",
+        "markdown": out / f"{prefix}.md",
+        "heatmap": out / f"{prefix}_dice.png",
+        "hd95_heatmap": out / f"{prefix}_hd95.png",
+        "json": out / f"{prefix}_summary.json",
+    }
+    if overlay:
+        paths["overlay"] = out / f"{prefix}_overlay.png"
+    if protocol:
+        paths["protocol"] = out / f"{prefix}_protocol.json"
+    return paths
+
+
 def write_report(
     results: SubsetResults,
     output_dir: PathLike,
@@ -312,18 +333,8 @@ def write_report(
         ``"hd95_heatmap"``, ``"overlay"`` (when written), ``"json"`` and ``"protocol"`` (when written).
     """
     out = Path(output_dir)
-    paths = {
-        "csv": out / f"{prefix}_per_case.csv",
-        "summary_csv": out / f"{prefix}_summary.csv",
-        "markdown": out / f"{prefix}.md",
-        "heatmap": out / f"{prefix}_dice.png",
-        "hd95_heatmap": out / f"{prefix}_hd95.png",
-        "json": out / f"{prefix}_summary.json",
-    }
-    if results.slices:
-        paths["overlay"] = out / f"{prefix}_overlay.png"
+    paths = report_paths(out, prefix, overlay=bool(results.slices), protocol=protocol is not None)
     if protocol is not None:
-        paths["protocol"] = out / f"{prefix}_protocol.json"
         write_json_atomic(paths["protocol"], protocol.to_json())
     write_text_atomic(paths["csv"], _long_csv(results))
     write_text_atomic(paths["summary_csv"], _summary_csv(results, order))
@@ -346,6 +357,7 @@ def evaluate_and_report(
     datalist: PathLike | None = None,
     list_key: str = "testing",
     et_min_size: int = 0,
+    inputs: Sequence[PathLike] = (),
 ) -> dict[str, Path]:
     """Run ``evaluator``, write the report into ``output_dir`` and log the Markdown table: one call for a bundle's
     ``run`` list (``"$mckd.brats.report.evaluate_and_report(@evaluator, @output_dir)"``).
@@ -360,6 +372,7 @@ def evaluate_and_report(
             ``list_key`` (the fixed per-case subsets of ``imfuse2023``).
         list_key: the evaluated list of ``datalist``.
         et_min_size: the evaluation's small-ET post-processing threshold (0: none), stated beside the peers'.
+        inputs: files the report must never overwrite (the datalist, the checkpoints), checked before evaluating.
 
     Returns:
         The written paths, as :func:`write_report`.
@@ -367,7 +380,10 @@ def evaluate_and_report(
     Raises:
         mckd.brats.protocols.ProtocolError: for an unknown protocol (before anything is evaluated).
         ValueError: when the datalist cannot be read.
+        InputOverwriteError: when a report file would overwrite one of ``inputs``.
     """
+    for target in report_paths(output_dir, prefix).values():
+        ensure_not_input(target, [*inputs, *([datalist] if datalist is not None else [])])
     availability = None
     if protocol is not None:
         published_split(protocol)
