@@ -41,8 +41,10 @@ def _is_setting(key: str, value: object) -> bool:
     scalar = (str, int, float, bool, type(None))
     if isinstance(value, str) and value.startswith("%"):
         return False
-    if isinstance(value, list):
-        return all(isinstance(v, scalar) for v in value) and not any(str(v).startswith(("$", "@")) for v in value)
+    if isinstance(value, list):  # an empty list is a workflow entry with nothing to run (e.g. "finalize": [])
+        return bool(value) and all(isinstance(v, scalar) for v in value) and not any(
+            str(v).startswith(("$", "@")) for v in value
+        )
     return isinstance(value, scalar)
 
 
