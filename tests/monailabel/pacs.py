@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -23,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.monailabel.servers import free_port, tail
+from tests.monailabel.servers import free_port, stop_process, tail
 
 #: The Orthanc executable and the DICOMweb plugin the Debian packages install.
 ORTHANC = "Orthanc"
@@ -91,17 +89,6 @@ def get_json(url: str, headers: dict[str, str] | None = None) -> Any:
     return json.loads(body) if body else None
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
 @contextlib.contextmanager
 def running_orthanc(root: Path) -> Iterator[Pacs]:
     """Orthanc with DICOMweb on a free port, storage and configuration under ``root``; stopped on exit.
@@ -138,7 +125,7 @@ def running_orthanc(root: Path) -> Iterator[Pacs]:
         assert "dicom-web" in plugins, f"Orthanc runs without its DICOMweb plugin ({plugins}); log:\n{tail(log)}"
         yield Pacs(url=url, log=log)
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def upload(pacs: Pacs, files: Iterable[Path]) -> list[str]:

@@ -111,7 +111,7 @@ def tail(path: Path, chars: int = 6000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else "<no log>"
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
     """Stop the server's process group (uvicorn and anything it started): SIGTERM, then SIGKILL after 30 s."""
     if process.poll() is not None:
         return
@@ -162,7 +162,7 @@ def running_server(
         url = f"http://127.0.0.1:{port}"
         yield Server(url=url, studies=studies, log=log, info=_wait_for_info(process, url, log))
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def infer(server: Server, model: str, image: str, output: str, params: dict | None = None) -> Reply:

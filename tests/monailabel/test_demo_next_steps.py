@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 
 from data_prep.demo import MONAILABEL_VENV
 from tests.monailabel.conftest import monailabel_venv
-from tests.monailabel.servers import BUNDLE, free_port, tail
+from tests.monailabel.servers import BUNDLE, free_port, stop_process, tail
 
 pytestmark = pytest.mark.slow
 
@@ -55,13 +54,7 @@ def _service(command: str, cwd: Path, log: Path) -> Iterator[subprocess.Popen]:
     try:
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+        stop_process(process)
 
 
 def _get_json(url: str, process: subprocess.Popen, log: Path) -> object:
