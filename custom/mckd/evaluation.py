@@ -11,8 +11,8 @@ prediction is scored per region channel by :func:`mckd.scoring.score_regions` un
 (:func:`mckd.scoring.voxel_spacing`). A subset that shares no modality with a case's data gives NaN for that case
 (left out of the means).
 
-Nothing diverged is scored: :func:`load_checkpoint_for_scoring` refuses a checkpoint holding NaN or infinite values,
-and the evaluator stops with :class:`DivergedNetworkError` when the network's output is not finite (weights that
+Nothing diverged is scored: :func:`mckd.checkpoints.load_deployable` refuses a checkpoint holding NaN or infinite
+values, and the evaluator stops with :class:`DivergedNetworkError` when the network's output is not finite (weights that
 are finite but useless, e.g. the last checkpoint of a run whose loss became infinite). A NaN network predicts
 nothing, and an empty prediction would otherwise score Dice 1 on every case without that region.
 """
@@ -32,7 +32,6 @@ from monai.inferers import Inferer
 from monai.transforms import Activations, AsDiscrete, Compose
 
 from mckd.availability import all_subsets, pack_available, read_available, subset_name, under_subsets
-from mckd.checkpoints import load_deployable
 from mckd.progress import progress_bar
 from mckd.scoring import ConventionLike, score_regions, scoring_convention, voxel_spacing
 
@@ -42,7 +41,6 @@ __all__ = [
     "SubsetEvaluator",
     "DivergedNetworkError",
     "default_postprocessing",
-    "load_checkpoint_for_scoring",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,27 +51,6 @@ ExtraScorer = Callable[[torch.Tensor, torch.Tensor, Sequence[float] | None], Map
 
 class DivergedNetworkError(FloatingPointError):
     """The network's output is NaN or infinite: its weights come from a diverged run and are not scored."""
-
-
-def load_checkpoint_for_scoring(
-    network: torch.nn.Module,
-    path: Any,
-    importance: torch.nn.Module | None = None,
-    importance_path: Any = None,
-    map_location: Any = None,
-) -> dict[str, Any]:
-    """Load the network (and its learned importance) for the ``initialize`` list of an evaluation config.
-
-    :func:`mckd.checkpoints.load_deployable`, which refuses NaN or infinite weights: such a network predicts
-    nothing, which the BraTS conventions would score as Dice 1 on every case without that region.
-
-    Returns:
-        the loaded state dicts, ``{"model": ..., "modality_weights": ...}``.
-
-    Raises:
-        CheckpointError: see :func:`mckd.checkpoints.load_deployable`.
-    """
-    return load_deployable(network, path, importance, importance_path, map_location=map_location)
 
 
 def default_postprocessing(threshold: float = 0.5) -> Compose:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -31,9 +32,21 @@ import jsonschema
 from mckd.brats.alignment import GRID_MODES
 from mckd.brats.conventions import LABEL_CONVENTIONS, MODALITIES
 from mckd.networks.segnet import BACKBONES
+from mckd.fileio import write_text_atomic
 from mckd.scoring import SCORING_CONVENTIONS
 
-__all__ = ["Setting", "SETTINGS", "SettingValueError", "check_settings", "describe", "settings_table", "render_card", "main"]
+__all__ = [
+    "Setting",
+    "SETTINGS",
+    "SettingValueError",
+    "check_settings",
+    "describe",
+    "settings_table",
+    "render_card",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
 
 _INT = {"type": "integer"}
 _BOOL = {"type": "boolean"}
@@ -356,10 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for card in args.cards:
         old, new = render_card(card)
         if new != old:
-            card.write_text(new, encoding="utf-8")
-            print(f"updated {card}")
+            write_text_atomic(card, new)
+            logger.info("updated %s", card)
     return 0
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.exit(main())

@@ -14,8 +14,8 @@ from monai.inferers import SimpleInferer
 
 from data_prep.brats import prepare_datalist
 from data_prep.synthetic_brats import write_dataset
-from mckd.checkpoints import CheckpointError, non_finite_entries
-from mckd.evaluation import DivergedNetworkError, SubsetEvaluator, load_checkpoint_for_scoring
+from mckd.checkpoints import CheckpointError, load_deployable, non_finite_entries
+from mckd.evaluation import DivergedNetworkError, SubsetEvaluator
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundle" / "brats_mri_mckd_segmentation"
@@ -34,9 +34,9 @@ def test_a_checkpoint_with_nan_weights_is_refused_naming_file_and_tensor(tmp_pat
     state = net.state_dict()
     state["weight"][0, 0] = float("nan")
     torch.save({"model": state}, bad)
-    assert "model" in load_checkpoint_for_scoring(torch.nn.Linear(2, 2), good)
+    assert "model" in load_deployable(torch.nn.Linear(2, 2), good)
     with pytest.raises(CheckpointError, match=r"diverged\.pt' holds NaN or infinite values in model\.weight \(1 of 4"):
-        load_checkpoint_for_scoring(torch.nn.Linear(2, 2), bad)
+        load_deployable(torch.nn.Linear(2, 2), bad)
 
 
 class _NaNNet(torch.nn.Module):

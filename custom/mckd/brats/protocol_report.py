@@ -444,11 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out is not None:
             write_text_atomic(args.out, text)
     except (ValueError, PermissionError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        logger.error("error: %s", err)
         return 2
-    print(text)
+    logger.info("%s", text)
     return 0
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.exit(main())
