@@ -28,6 +28,11 @@ def run_command(command: list[str], cwd: Path, expect: int = 0) -> subprocess.Co
     return result
 
 
+def bundle_run_command(config_files: str, *args: str) -> list[str]:
+    """``python -m monai.bundle run --config_file CONFIG_FILES ARGS...`` with this interpreter."""
+    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_files, *args]
+
+
 def train_paper_split(root: Path, small_run: dict[str, Any], case_shape: tuple[int, int, int]) -> SimpleNamespace:
     """Copy the bundle to ``root/<bundle name>`` and train it with ``python -m monai.bundle run`` and the CPU overlay
     on 6 synthetic cases split as the paper does (no validation list), with the ``small_run`` overrides."""
@@ -37,16 +42,7 @@ def train_paper_split(root: Path, small_run: dict[str, Any], case_shape: tuple[i
     prepare_datalist(root / "cases", datalist, split="paper", seed=0)
     assert json.loads(datalist.read_text())["validation"] == []
     overrides = dict(small_run, data_list_file_path=str(datalist))
-    command = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        "['configs/train.json','configs/cpu_small.json']",
-        "--bundle_root",
-        ".",
-    ]
+    command = bundle_run_command("['configs/train.json','configs/cpu_small.json']", "--bundle_root", ".")
     command += [token for key, value in overrides.items() for token in (f"--{key}", str(value).replace(" ", ""))]
     run_command(command, bundle)
     return SimpleNamespace(root=bundle, models=bundle / "models", datalist=datalist, cases=root / "cases")

@@ -10,12 +10,9 @@ import sys
 import pytest
 import torch
 
+from tests.bundle.paper_run import bundle_run_command as _bundle_run
 from tests.bundle.paper_run import run_command as _run
 from tests.bundle.paper_run import train_paper_split
-
-
-def _bundle_run(config_files: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_files, *args]
 
 
 @pytest.fixture(scope="module")
