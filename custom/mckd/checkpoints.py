@@ -285,8 +285,14 @@ def load_objects(
     """
     if not load_dict:
         raise ValueError("load_dict must name at least one object to load.")
-    checkpoint = load_checkpoint(path, map_location)
-    (first, *others) = list(load_dict)
+    return _load_read(load_dict, load_checkpoint(path, map_location), path, strict)
+
+
+def _load_read(
+    load_dict: Mapping[str, Any], checkpoint: dict[str, Any], path: PathLike, strict: bool
+) -> dict[str, Any]:
+    """:func:`load_objects` on a checkpoint already read from ``path`` (named in messages)."""
+    first, *others = list(load_dict)
     if not others and first not in checkpoint:
         checkpoint = {first: checkpoint}
     check_compatible(load_dict, checkpoint, path, strict)
@@ -335,13 +341,12 @@ def load_deployable(
         CheckpointError: see :func:`load_objects`; also when ``importance`` is given and neither ``path`` holds it nor
             the importance file exists, naming both.
     """
-    checkpoint = load_objects({"model": network}, path, map_location=map_location)
-    loaded = {"model": checkpoint["model"]}
+    checkpoint = load_checkpoint(path, map_location)
+    if importance is not None and "modality_weights" in checkpoint:  # one read of a training checkpoint
+        both = _load_read({"model": network, "modality_weights": importance}, checkpoint, path, strict=True)
+        return {"model": both["model"], "modality_weights": both["modality_weights"]}
+    loaded = {"model": _load_read({"model": network}, checkpoint, path, strict=True)["model"]}
     if importance is None:
-        return loaded
-    if "modality_weights" in checkpoint:
-        load_objects({"modality_weights": importance}, path, map_location=map_location)
-        loaded["modality_weights"] = checkpoint["modality_weights"]
         return loaded
     importance_path = Path(importance_path or Path(path).parent / IMPORTANCE_FILENAME)
     if not importance_path.exists():
@@ -670,10 +675,14 @@ class DeployableModelSaver:
         if importance is not None:
             files[importance_filename] = {"modality_weights": importance}
         self.validator = validator
-        self._best = [
-            AtomicCheckpointSaver(str(save_dir), objects, save_key_metric=True, key_metric_filename=filename)
-            for filename, objects in files.items()
-        ] if validator is not None else []
+        self._best = (
+            [
+                AtomicCheckpointSaver(str(save_dir), objects, save_key_metric=True, key_metric_filename=filename)
+                for filename, objects in files.items()
+            ]
+            if validator is not None
+            else []
+        )
         self._final = [
             AtomicCheckpointSaver(str(save_dir), objects, save_final=True, final_filename=filename)
             for filename, objects in files.items()
